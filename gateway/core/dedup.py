@@ -1,0 +1,92 @@
+"""Is this event a duplicate? Across retransmissions, paths and (later) restarts.
+
+Two identities (CONTRACT.md): an event's own (`dedup_key`: household + seq,
+checkpoint + record id) catches retransmissions, including a broker's
+redelivery of an unacknowledged QoS 1 message; its content (`content_key`:
+household, qualifier, code, zone, partition) catches the same alarm arriving a
+second time by another path (a phone that reports over 4G and through an alarm
+receiver) within `cross_path_window_s`, and an alarm receiver replaying its
+buffer after an outage (its records carry no sequence number, PROTOCOLS.md).
+
+Memory is bounded twice: entries older than the window are dropped, and the
+oldest entries go first once `max_entries` is reached. Both maps are
+`OrderedDict`s in arrival order, so eviction only ever looks at the front.
+Pure: the caller passes `now`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TypeVar
+
+from devices.events import Event, Transport
+
+__all__ = ["Deduplicator"]
+
+_V = TypeVar("_V")
+
+
+class Deduplicator:
+    """Remembers what was accepted; answers whether a new event repeats one of them."""
+
+    def __init__(
+        self, *, window_s: float, max_entries: int, cross_path_window_s: float = 120.0
+    ) -> None:
+        if window_s <= 0 or max_entries <= 0 or cross_path_window_s <= 0:
+            raise ValueError("dedup windows and size must be positive")
+        self._window = window_s
+        self._max = max_entries
+        self._cross_window = cross_path_window_s
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._content: OrderedDict[str, tuple[float, Transport]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def is_duplicate(self, event: Event, now: float) -> bool:
+        """True for a repeat; False records the event as seen."""
+        self._evict(now)
+        if event.dedup_key in self._seen:
+            return True
+        key = event.content_key
+        if key is not None:
+            earlier = self._content.get(key)
+            if (
+                earlier is not None
+                and now - earlier[0] <= self._cross_window
+                and (earlier[1] is not event.transport or not event.sequenced)
+            ):
+                # Remember this path's own identity too: its retransmission after
+                # the cross-path window is still the same event.
+                self._seen[event.dedup_key] = now
+                _bound(self._seen, self._max)
+                return True
+            self._content[key] = (now, event.transport)
+            self._content.move_to_end(key)
+            _bound(self._content, self._max)
+        self._seen[event.dedup_key] = now
+        _bound(self._seen, self._max)
+        return False
+
+    def remember(self, dedup_key: str, at: float) -> None:
+        """Record an identity accepted earlier (restoring state from the store)."""
+        self._seen[dedup_key] = at
+        _bound(self._seen, self._max)
+
+    def _evict(self, now: float) -> None:
+        # Only the age bound here: the size bound is applied after an insert, so
+        # that `max_entries` identities are remembered, not `max_entries - 1`.
+        horizon = now - self._window
+        seen = self._seen
+        while seen and next(iter(seen.values())) < horizon:
+            seen.popitem(last=False)
+        content = self._content
+        cross_horizon = now - self._cross_window
+        while content and next(iter(content.values()))[0] < cross_horizon:
+            content.popitem(last=False)
+
+
+def _bound(entries: OrderedDict[str, _V], size: int) -> None:
+    """Drop the oldest entries until at most `size` remain."""
+    while len(entries) > size:
+        entries.popitem(last=False)

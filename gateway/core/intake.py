@@ -1,0 +1,118 @@
+"""The way of an event, up to the core's decision (DESIGN.md).
+
+Bytes from any path come in; one of three values goes out:
+
+* `Outcome`: accepted (duplicate or not), with what to dispatch;
+* `Refused`: a rejection with its one reason (the dead letter, the metric
+  label, the NAK and the log field, all at once) and the metric `source`;
+* `Acked`: an operator's acknowledgement, judged.
+
+Each path is a topic parse (MQTT) or a frame (serial), then a `protocols/`
+decoder, then `devices/` normalisation, then `Core.accept`. Pure: `now` is an
+argument. The shell only counts, stores, answers and publishes what comes out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from devices.checkpoint import normalise_checkpoint
+from devices.events import Transport
+from devices.phone import normalise_phone, normalise_receiver_event
+from gateway.core.pipeline import AckOutcome, Core, Outcome
+from protocols.payloads import (
+    PhoneMessage,
+    decode_ack,
+    decode_checkpoint,
+    decode_native,
+    decode_phone,
+)
+from protocols.reasons import Rejected
+from protocols.receiver import ReceiverEvent
+from protocols.topics import AckTopic, IngressKind, Topics
+
+__all__ = ["Acked", "Intake", "Refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Input the gateway will not accept. `source` is a metric label."""
+
+    source: str
+    rejected: Rejected
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """An acknowledgement from the operator of sink `sink_kind`/`sink_id`."""
+
+    sink_kind: str
+    sink_id: str
+    by: str
+    outcome: AckOutcome
+
+
+class Intake:
+    """Turns what arrived into the core's decision."""
+
+    def __init__(self, core: Core, topics: Topics) -> None:
+        self.core = core
+        self.topics = topics
+        self._topology = core.topology
+
+    def mqtt(self, topic: str, payload: bytes, now: float) -> Outcome | Refused | Acked:
+        """A message on any subscribed topic."""
+        where = self.topics.parse(topic)
+        if isinstance(where, Rejected):
+            return Refused("unknown", where, topic)
+        if isinstance(where, AckTopic):
+            ack = decode_ack(payload)
+            if isinstance(ack, Rejected):
+                return Refused("ack", ack, topic)
+            judged = self.core.acknowledge(ack.alarm_id, ack.by, now)
+            return Acked(where.sink_kind, where.sink_id, ack.by, judged)
+        if where.kind is IngressKind.PHONE:
+            phone = decode_phone(where.device_id, payload)
+            if isinstance(phone, Rejected):
+                return Refused("phone", phone, topic)
+            event = normalise_phone(phone, self._topology, transport=Transport.MQTT, ingress_ts=now)
+            source = "phone"
+        else:
+            seen = decode_checkpoint(where.device_id, payload)
+            if isinstance(seen, Rejected):
+                return Refused("checkpoint", seen, topic)
+            event = normalise_checkpoint(
+                seen, self._topology, transport=Transport.MQTT, ingress_ts=now
+            )
+            source = "checkpoint"
+        if isinstance(event, Rejected):
+            return Refused(source, event, topic)
+        return self.core.accept(event, now)
+
+    def native_frame(self, payload: bytes, now: float, port: str) -> Outcome | Refused:
+        """The payload of a native serial frame from port `port`."""
+        where = f"serial:{port}"
+        message = decode_native(payload)
+        if isinstance(message, Rejected):
+            return Refused("unknown", message, where)
+        if isinstance(message, PhoneMessage):
+            event = normalise_phone(
+                message, self._topology, transport=Transport.SERIAL, ingress_ts=now
+            )
+            source = "phone"
+        else:
+            event = normalise_checkpoint(
+                message, self._topology, transport=Transport.SERIAL, ingress_ts=now
+            )
+            source = "checkpoint"
+        if isinstance(event, Rejected):
+            return Refused(source, event, where)
+        return self.core.accept(event, now)
+
+    def receiver_record(self, record: ReceiverEvent, now: float, port: str) -> Outcome | Refused:
+        """A Contact ID record an alarm receiver printed on port `port`."""
+        event = normalise_receiver_event(record, self._topology, ingress_ts=now)
+        if isinstance(event, Rejected):
+            return Refused("phone", event, f"serial:{port}")
+        return self.core.accept(event, now)

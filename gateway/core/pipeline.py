@@ -1,0 +1,299 @@
+"""The core's decisions for one event, one tick and one acknowledgement.
+
+`Core.accept(event, now)` answers everything the shell needs to know about an
+accepted event, as values it performs in order (DESIGN.md, "The way of an
+event"): is it a duplicate; which dispatches go out, each a contract alarm map
+for one sink; did the device come back online. `Core.tick(now)` does what time
+alone decides: devices whose silence outlasted their timeout raise one
+`device_offline` trouble each, and alarms past their deadline escalate.
+`Core.acknowledge(...)` stops an alarm's escalation and times the ack.
+
+No clocks, no I/O: the shell passes `now` and sleeps until `next_deadline()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from config.model import Config, Priority
+from devices.checkpoint import normalise_plate, watchlist_event
+from devices.events import Category, Event, Kind, Source, Stage, Transport
+from devices.supervision import DeviceClass, Supervisor, Transition
+from gateway.core.alarms import Alarm, AlarmBook
+from gateway.core.dedup import Deduplicator
+from gateway.core.routing import Router, Target
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "AckOutcome",
+    "Availability",
+    "Core",
+    "Dispatch",
+    "Outcome",
+    "TickOutcome",
+    "alarm_body",
+]
+
+CONTRACT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """One alarm (or pass) for one sink. The shell adds `dispatch_ts` when it publishes."""
+
+    alarm_id: str
+    target: Target
+    priority: Priority
+    source: Source
+    body: Mapping[str, object]
+    ingress_ts: float
+    device_ts: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """A device's retained availability changed."""
+
+    device_class: DeviceClass
+    device_id: str
+    online: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to do with one accepted event."""
+
+    event: Event
+    duplicate: bool
+    dispatches: tuple[Dispatch, ...] = ()
+    availability: Availability | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TickOutcome:
+    """What time alone decided."""
+
+    dispatches: tuple[Dispatch, ...]
+    availability: tuple[Availability, ...]
+    escalated: tuple[str, ...]
+    """Alarm ids escalated by this tick (one count each for `alarmgw_escalations_total`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    """An operator's acknowledgement, judged."""
+
+    alarm_id: str
+    known: bool
+    first: bool
+    latency_s: float | None
+    """From the first confirmed dispatch (or raising) to this ack, for the first ack only."""
+
+
+def alarm_body(event: Event, *, attempt: int = 1, escalated: bool = False) -> dict[str, object]:
+    """The contract's dispatched alarm map, less `dispatch_ts` (CONTRACT.md, Egress)."""
+    body: dict[str, object] = {
+        "v": CONTRACT_VERSION,
+        "alarm_id": event.alarm_id,
+        "source": event.source.value,
+        "kind": event.kind.value,
+        "category": event.category.value,
+        "stage": event.stage.value,
+        "priority": int(event.priority),
+        "device_id": event.device_id,
+        "township": event.township,
+        "village": event.village,
+        "device_ts": event.device_ts,
+        "ingress_ts": event.ingress_ts,
+        "attempt": attempt,
+        "escalated": escalated,
+        "event": dict(event.event) if event.event is not None else {},
+    }
+    if event.household is not None:
+        body["household"] = event.household
+        body["group"] = event.group
+    if event.checkpoint is not None:
+        body["checkpoint"] = event.checkpoint
+    return body
+
+
+_SUPERVISED = {Source.PHONE: DeviceClass.PHONE, Source.CHECKPOINT: DeviceClass.CHECKPOINT}
+
+
+class Core:
+    """Dedup, routing, supervision and escalation, fed events and the time."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self.topology = config.topology
+        self.router = Router(config)
+        self.dedup = Deduplicator(
+            window_s=config.dedup.window_s, max_entries=config.dedup.max_entries
+        )
+        self.alarms = AlarmBook(
+            config.escalation.deadline_s,
+            chain_length=len(self.router.chain),
+            applies=lambda alarm, level: (
+                self.router.escalation_target(alarm.event, level) is not None
+            ),
+        )
+        self._offline_alarms: dict[str, str] = {}
+        """Device id → its open `device_offline` alarm, cleared when the device is back."""
+        timeouts = {
+            DeviceClass.PHONE: config.supervision.phone_timeout_s,
+            DeviceClass.CHECKPOINT: config.supervision.checkpoint_timeout_s,
+            DeviceClass.RECEIVER: config.supervision.receiver_timeout_s,
+        }
+        self.supervisor = Supervisor(timeouts)
+        self._watchlist = frozenset(normalise_plate(p) for p in config.watchlist)
+
+    # -- events ----------------------------------------------------------------
+    def accept(self, event: Event, now: float) -> Outcome:
+        """Decide what an accepted event leads to."""
+        availability: Availability | None = None
+        dispatches: tuple[Dispatch, ...] = ()
+        device_class = _SUPERVISED.get(event.source)
+        if device_class is not None:
+            back = self.supervisor.seen(device_class, event.device_id, now)
+            if back is not None:
+                availability = Availability(device_class, event.device_id, online=True, at=now)
+                if back.last_seen is not None:
+                    dispatches = self._raise_offline(back, now)
+        if self.dedup.is_duplicate(event, now):
+            return Outcome(event, duplicate=True, dispatches=dispatches, availability=availability)
+        dispatches += self._raise(event, now)
+        hit = watchlist_event(event, self._watchlist) if self._watchlist else None
+        if hit is not None:
+            dispatches += self._raise(hit, now)
+        return Outcome(event, duplicate=False, dispatches=dispatches, availability=availability)
+
+    def _raise(self, event: Event, now: float) -> tuple[Dispatch, ...]:
+        targets = self.router.targets(event)
+        if not targets:
+            return ()
+        if event.category is not Category.PASS:
+            self.alarms.raised(event, self.router.level(targets), now)
+        body = alarm_body(event)
+        return tuple(
+            Dispatch(
+                event.alarm_id,
+                target,
+                event.priority,
+                event.source,
+                body,
+                event.ingress_ts,
+                event.device_ts,
+            )
+            for target in targets
+        )
+
+    def dispatched(self, dispatch: Dispatch, now: float) -> Alarm | None:
+        """The broker confirmed a dispatch (starts the ack clock on the first)."""
+        target = dispatch.target
+        return self.alarms.dispatched(dispatch.alarm_id, (target.sink_kind, target.sink_id), now)
+
+    # -- time ------------------------------------------------------------------
+    def tick(self, now: float) -> TickOutcome:
+        """Offline devices and due escalations at `now`."""
+        dispatches: list[Dispatch] = []
+        availability: list[Availability] = []
+        for gone in self.supervisor.expire(now):
+            availability.append(
+                Availability(gone.device_class, gone.device_id, online=False, at=gone.at)
+            )
+            dispatches.extend(self._raise_offline(gone, now))
+        escalated: list[str] = []
+        for due in self.alarms.due(now):
+            target = self.router.escalation_target(due.alarm.event, due.level)
+            if target is None:
+                continue
+            escalated.append(due.alarm.event.alarm_id)
+            event = due.alarm.event
+            body = alarm_body(event, attempt=due.alarm.attempt, escalated=True)
+            dispatches.append(
+                Dispatch(
+                    event.alarm_id,
+                    target,
+                    event.priority,
+                    event.source,
+                    body,
+                    event.ingress_ts,
+                    event.device_ts,
+                )
+            )
+        return TickOutcome(tuple(dispatches), tuple(availability), tuple(escalated))
+
+    def next_deadline(self) -> float | None:
+        """When `tick` next has something to do."""
+        deadlines = [
+            d
+            for d in (self.supervisor.next_deadline(), self.alarms.next_deadline())
+            if d is not None
+        ]
+        return min(deadlines, default=None)
+
+    def _raise_offline(self, change: Transition, now: float) -> tuple[Dispatch, ...]:
+        """A `device_offline` trouble, or its restore when the device is back."""
+        event = self._offline_event(change, now)
+        if event is None:
+            return ()
+        if change.online:
+            open_alarm = self._offline_alarms.pop(change.device_id, None)
+            if open_alarm is not None:
+                self.alarms.clear(open_alarm)
+        else:
+            self._offline_alarms[change.device_id] = event.alarm_id
+        return self._raise(event, now)
+
+    def _offline_event(self, gone: Transition, now: float) -> Event | None:
+        topo = self.topology
+        household = checkpoint = village = group = None
+        if gone.device_class is DeviceClass.PHONE:
+            home = topo.households.get(gone.device_id)
+            if home is None:
+                return None
+            household, village, group, township = home.id, home.village, home.group, home.township
+        elif gone.device_class is DeviceClass.CHECKPOINT:
+            site = topo.checkpoints.get(gone.device_id)
+            if site is None:
+                return None
+            checkpoint, township = site.id, site.township
+        else:
+            return None
+        return Event(
+            source=Source.GATEWAY,
+            transport=Transport.INTERNAL,
+            device_id=gone.device_id,
+            kind=Kind.DEVICE_OFFLINE,
+            category=Category.DEVICE_OFFLINE,
+            priority=Priority.INFO if gone.online else Priority.TROUBLE,
+            stage=Stage.RESTORE if gone.online else Stage.NEW,
+            dedup_key=f"gw/{'online' if gone.online else 'offline'}/{gone.device_id}"
+            f"/{round(gone.at * 1000)}",
+            content_key=None,
+            device_ts=None,
+            ingress_ts=now,
+            township=township,
+            village=village,
+            group=group,
+            household=household,
+            checkpoint=checkpoint,
+            event={
+                "device_class": gone.device_class.value,
+                "last_seen": gone.last_seen,
+                "at": gone.at,
+            },
+        )
+
+    # -- operators -------------------------------------------------------------
+    def acknowledge(self, alarm_id: str, by: str, now: float) -> AckOutcome:
+        """An operator's ack from any sink: stops escalation, times the first ack."""
+        found = self.alarms.acknowledge(alarm_id, by, now)
+        if found is None:
+            return AckOutcome(alarm_id, known=False, first=False, latency_s=None)
+        alarm, first = found
+        start = alarm.dispatched_at if alarm.dispatched_at is not None else alarm.raised_at
+        latency = max(0.0, now - start) if first else None
+        return AckOutcome(alarm_id, known=True, first=first, latency_s=latency)
