@@ -922,10 +922,23 @@ class _Builder:
                     "protocol", f"must be one of {', '.join(_PROTOCOLS)}, got {protocol!r}"
                 )
             timeout = table.number("receiver_timeout_s", None)
+            township = table.text("township", None)
+            if township is not None and township not in topology.township_by_id:
+                table.problem("township", f"unknown township {township!r}")
             table.finish()
             if name is not None and device:
                 ports.append(
-                    SerialPort(name, device, baud, bytesize, parity, stopbits, protocol, timeout)
+                    SerialPort(
+                        name,
+                        device,
+                        baud,
+                        bytesize,
+                        parity,
+                        stopbits,
+                        protocol,
+                        timeout,
+                        township,
+                    )
                 )
         return tuple(ports)
 

@@ -308,6 +308,8 @@ class SerialPort:
     stopbits: float = 1.0
     protocol: str = "receiver"
     receiver_timeout_s: float | None = None
+    township: str | None = None
+    """Whose monitoring centre hears that this line went silent (None: the bureau's)."""
 
 
 # ------------------------------------------------------------------ the whole

@@ -103,8 +103,9 @@ class Supervisor:
         return min(deadlines, default=None)
 
     def online_count(self, device_class: DeviceClass) -> int:
-        """Devices of this class currently online."""
-        return len(self._online[device_class])
+        """Devices of this class currently online (0 for a class not supervised here)."""
+        online = self._online.get(device_class)
+        return 0 if online is None else len(online)
 
     def offline_count(self, device_class: DeviceClass) -> int:
         """Devices of this class known to be offline."""

@@ -114,6 +114,18 @@ class Metrics:
             ["sink_kind", "known"],
             registry=registry,
         )
+        self.serial_answer_latency = Histogram(
+            "alarmgw_serial_answer_seconds",
+            "From a serial record's last byte to the gateway's ACK/NAK on the line.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.serial_line_up = Gauge(
+            "alarmgw_serial_line_up",
+            "1 while the serial line is open (line names come from the configuration).",
+            ["line"],
+            registry=registry,
+        )
         # Pre-create the series Prometheus users alert on, so they exist at 0.
         for source in Source:
             self.duplicates.labels(source.value)

@@ -169,6 +169,17 @@ class AlarmBook:
             alarm.deadline = None
         return alarm, first
 
+    def restore(self, alarm: Alarm) -> None:
+        """Take back an alarm recorded before a restart, with its pending deadline."""
+        self._alarms[alarm.event.alarm_id] = alarm
+        if alarm.deadline is not None:
+            self._counter += 1
+            heapq.heappush(self._heap, (alarm.deadline, self._counter, alarm.event.alarm_id))
+
+    def forget(self, alarm_id: str) -> None:
+        """Drop an alarm that was never accepted after all (its store write failed)."""
+        self._alarms.pop(alarm_id, None)
+
     def clear(self, alarm_id: str) -> Alarm | None:
         """The condition ended by itself: stop escalating (the alarm stays on record)."""
         alarm = self._alarms.get(alarm_id)

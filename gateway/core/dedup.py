@@ -68,10 +68,25 @@ class Deduplicator:
         _bound(self._seen, self._max)
         return False
 
-    def remember(self, dedup_key: str, at: float) -> None:
-        """Record an identity accepted earlier (restoring state from the store)."""
+    def remember(
+        self,
+        dedup_key: str,
+        at: float,
+        content_key: str | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        """Record an identity accepted earlier (restoring state from the store, oldest first)."""
         self._seen[dedup_key] = at
         _bound(self._seen, self._max)
+        if content_key is not None and transport is not None:
+            self._content[content_key] = (at, transport)
+            _bound(self._content, self._max)
+
+    def forget(self, dedup_key: str, content_key: str | None = None) -> None:
+        """Un-see an event whose acceptance was rolled back (it will come again)."""
+        self._seen.pop(dedup_key, None)
+        if content_key is not None:
+            self._content.pop(content_key, None)
 
     def _evict(self, now: float) -> None:
         # Only the age bound here: the size bound is applied after an insert, so

@@ -144,9 +144,23 @@ class Core:
         timeouts = {
             DeviceClass.PHONE: config.supervision.phone_timeout_s,
             DeviceClass.CHECKPOINT: config.supervision.checkpoint_timeout_s,
-            DeviceClass.RECEIVER: config.supervision.receiver_timeout_s,
         }
         self.supervisor = Supervisor(timeouts)
+        # Alarm-receiver lines: each has its own timeout (a port may override the
+        # district's), so each has its own one-device supervisor.
+        self._lines: dict[str, tuple[str | None, Supervisor]] = {
+            port.name: (
+                port.township,
+                Supervisor(
+                    {
+                        DeviceClass.RECEIVER: port.receiver_timeout_s
+                        or config.supervision.receiver_timeout_s
+                    }
+                ),
+            )
+            for port in config.serial
+            if port.protocol == "receiver"
+        }
         self._watchlist = frozenset(normalise_plate(p) for p in config.watchlist)
 
     # -- events ----------------------------------------------------------------
@@ -169,6 +183,33 @@ class Core:
             dispatches += self._raise(hit, now)
         return Outcome(event, duplicate=False, dispatches=dispatches, availability=availability)
 
+    def _line_event(self, line: str, township: str | None, change: Transition, now: float) -> Event:
+        """`device_offline` (or its restore) for an alarm-receiver line.
+
+        It goes to the line's township centre; a line with no township in the
+        configuration is the district's, so its bureau hears it.
+        """
+        return Event(
+            source=Source.GATEWAY,
+            transport=Transport.INTERNAL,
+            device_id=line,
+            kind=Kind.DEVICE_OFFLINE,
+            category=Category.DEVICE_OFFLINE,
+            priority=Priority.INFO if change.online else Priority.TROUBLE,
+            stage=Stage.RESTORE if change.online else Stage.NEW,
+            dedup_key=f"gw/{'online' if change.online else 'offline'}/{line}"
+            f"/{round(change.at * 1000)}",
+            content_key=None,
+            device_ts=None,
+            ingress_ts=now,
+            township=township or "",
+            event={
+                "device_class": change.device_class.value,
+                "last_seen": change.last_seen,
+                "at": change.at,
+            },
+        )
+
     def _raise(self, event: Event, now: float) -> tuple[Dispatch, ...]:
         targets = self.router.targets(event)
         if not targets:
@@ -189,6 +230,39 @@ class Core:
             for target in targets
         )
 
+    def line_heard(self, line: str, now: float) -> Outcome | None:
+        """An alarm receiver's heartbeat (or any record) on serial line `line`.
+
+        Returns the availability change and, when the line had gone silent, the
+        restore of its `device_offline` trouble; None when nothing changed.
+        """
+        township, supervisor = self._lines[line]
+        back = supervisor.seen(DeviceClass.RECEIVER, line, now)
+        if back is None:
+            return None
+        event = self._line_event(line, township, back, now)
+        dispatches = self._raise_offline(back, now) if back.last_seen is not None else ()
+        return Outcome(
+            event,
+            duplicate=False,
+            dispatches=dispatches,
+            availability=Availability(DeviceClass.RECEIVER, line, online=True, at=now),
+        )
+
+    def lines_online(self) -> int:
+        """Alarm-receiver lines whose heartbeat is current."""
+        return sum(s.online_count(DeviceClass.RECEIVER) for _, s in self._lines.values())
+
+    def rollback(self, outcome: Outcome) -> None:
+        """Undo `accept` for an event that could not be stored: the device was not
+        acknowledged and will send it again, which must not look like a duplicate."""
+        if outcome.duplicate:
+            return
+        event = outcome.event
+        self.dedup.forget(event.dedup_key, event.content_key)
+        for alarm_id in {d.alarm_id for d in outcome.dispatches}:
+            self.alarms.forget(alarm_id)
+
     def dispatched(self, dispatch: Dispatch, now: float) -> Alarm | None:
         """The broker confirmed a dispatch (starts the ack clock on the first)."""
         target = dispatch.target
@@ -199,7 +273,10 @@ class Core:
         """Offline devices and due escalations at `now`."""
         dispatches: list[Dispatch] = []
         availability: list[Availability] = []
-        for gone in self.supervisor.expire(now):
+        expired = self.supervisor.expire(now)
+        for _, line_supervisor in self._lines.values():
+            expired.extend(line_supervisor.expire(now))
+        for gone in expired:
             availability.append(
                 Availability(gone.device_class, gone.device_id, online=False, at=gone.at)
             )
@@ -227,12 +304,9 @@ class Core:
 
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do."""
-        deadlines = [
-            d
-            for d in (self.supervisor.next_deadline(), self.alarms.next_deadline())
-            if d is not None
-        ]
-        return min(deadlines, default=None)
+        candidates = [self.supervisor.next_deadline(), self.alarms.next_deadline()]
+        candidates.extend(s.next_deadline() for _, s in self._lines.values())
+        return min((d for d in candidates if d is not None), default=None)
 
     def _raise_offline(self, change: Transition, now: float) -> tuple[Dispatch, ...]:
         """A `device_offline` trouble, or its restore when the device is back."""
@@ -260,6 +334,8 @@ class Core:
             if site is None:
                 return None
             checkpoint, township = site.id, site.township
+        elif gone.device_class is DeviceClass.RECEIVER and gone.device_id in self._lines:
+            return self._line_event(gone.device_id, self._lines[gone.device_id][0], gone, now)
         else:
             return None
         return Event(

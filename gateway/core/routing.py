@@ -81,7 +81,13 @@ class Router:
             if target is not None and target not in found:
                 found.append(target)
         if not found and roles:
-            found.append(Target("township", event.township))
+            # Nothing applies (a checkpoint has no village): its township centre,
+            # or for a district-wide device (a receiver line) the bureau.
+            found.append(
+                Target("township", event.township)
+                if event.township
+                else Target("bureau", self._bureau)
+            )
         return tuple(found)
 
     def resolve(self, role: str, event: Event) -> Target | None:
@@ -90,10 +96,10 @@ class Router:
         if role == "village":
             sink = None if event.village is None else ("village", event.village)
         elif role == "township":
-            sink = ("township", event.township)
+            sink = ("township", event.township) if event.township else None
         elif role == "group":
             sink = None if event.group is None else ("group", event.group)
-        elif role == "station":
+        elif role == "station" and event.township:
             station = self._topology.townships[event.township].station
             sink = None if station is None else ("station", station)
         elif role == "bureau":

@@ -453,6 +453,7 @@ SERIAL_RULES: list[tuple[dict[str, object], str]] = [
     ({"name": "k1"}, "serial[1].name: 'k1' is also the id of the checkpoint at checkpoints[0]"),
     ({"name": "h2"}, "serial[1].name: 'h2' is also the id of the household at households[1]"),
     ({"baud": 0}, "serial[1].baud: must be from 1 to 4000000, got 0"),
+    ({"township": "t9"}, "serial[1].township: unknown township 't9'"),
     ({"bytesize": 9}, "serial[1].bytesize: must be from 5 to 8, got 9"),
     ({"parity": "X"}, "serial[1].parity: must be one of N, E, O, M, S, got 'X'"),
     ({"stopbits": 3}, "serial[1].stopbits: must be 1, 1.5 or 2, got 3"),

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from config.model import CheckpointClass, EscalationPolicy, Priority, RoutingPolicy
+from config.model import (
+    CheckpointClass,
+    EscalationPolicy,
+    Priority,
+    RoutingPolicy,
+    SerialPort,
+)
 from devices.events import Category, Kind, Source, Stage, Transport
 from devices.supervision import DeviceClass
 from gateway.core.alarms import AlarmState
@@ -326,13 +333,55 @@ def test_an_offline_checkpoint_is_a_trouble_for_its_township() -> None:
     assert tick.dispatches[0].body["checkpoint"] == CP_B
 
 
-def test_a_receiver_link_has_availability_but_no_trouble() -> None:
-    """A receiver supervised by the shell goes offline without a device_offline dispatch."""
-    c = core()
-    c.supervisor.seen(DeviceClass.RECEIVER, "rx-01", T0)
-    tick = c.tick(T0 + CONFIG.supervision.receiver_timeout_s)
-    assert [a.device_id for a in tick.availability] == ["rx-01"]
-    assert tick.dispatches == ()
+def _lines_core() -> Core:
+    ports = (
+        SerialPort("rx-east", "/dev/ttyUSB0", township=TOWNSHIP),
+        SerialPort("rx-any", "/dev/ttyUSB1", receiver_timeout_s=10.0),
+        SerialPort("bus", "/dev/ttyUSB2", protocol="native"),
+    )
+    return core(serial=ports)
+
+
+def test_a_silent_receiver_line_raises_a_trouble_to_its_township() -> None:
+    """A receiver line whose heartbeat stops is offline: trouble to its township, or the bureau."""
+    c = _lines_core()
+    first = c.line_heard("rx-east", T0)
+    assert first is not None
+    assert first.availability is not None
+    assert first.availability.online
+    assert first.dispatches == ()  # first heartbeat: online, nothing to clear
+    assert c.line_heard("rx-east", T0 + 1) is None
+    c.line_heard("rx-any", T0)
+    assert c.lines_online() == 2
+    early = c.tick(T0 + 10.0)  # rx-any has its own 10 s timeout
+    assert [a.device_id for a in early.availability] == ["rx-any"]
+    assert targets(early) == [BUREAU_T]
+    assert early.dispatches[0].body["kind"] == "device_offline"
+    late = c.tick(T0 + 1 + CONFIG.supervision.receiver_timeout_s)
+    assert [a.device_id for a in late.availability] == ["rx-east"]
+    assert targets(late) == [TOWNSHIP_T]
+    assert c.lines_online() == 0
+
+
+def test_a_receiver_line_coming_back_clears_its_trouble() -> None:
+    """The next heartbeat publishes online and a restore of the line's trouble."""
+    c = _lines_core()
+    c.line_heard("rx-east", T0)
+    c.tick(T0 + CONFIG.supervision.receiver_timeout_s)
+    back = c.line_heard("rx-east", T0 + 500)
+    assert back is not None
+    assert back.availability is not None
+    assert back.availability.online
+    assert targets(back) == [TOWNSHIP_T]
+    assert back.dispatches[0].body["stage"] == "restore"
+    assert c.next_deadline() == T0 + 500 + CONFIG.supervision.receiver_timeout_s
+
+
+def test_native_lines_are_not_heartbeat_supervised() -> None:
+    """Only alarm-receiver lines have heartbeats to supervise."""
+    c = _lines_core()
+    with pytest.raises(KeyError):
+        c.line_heard("bus", T0)
 
 
 def test_a_device_missing_from_the_topology_raises_no_trouble() -> None:

@@ -1,0 +1,157 @@
+"""The core's values as plain maps, for the durable store (and back).
+
+The store is content-agnostic (blobs); these functions are the only place that
+knows how an `Event`, a `Dispatch` or an `Alarm` is written down, so a restart
+rebuilds exactly what was accepted. Plain dicts of str/int/float/bool/None/maps,
+ready for MessagePack. A record carries a format version `f`; reading an unknown
+one is a `ValueError` (our own data, so a bug or a downgrade, not peer input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from config.model import Priority
+from devices.events import Category, Event, Kind, Source, Stage, Transport
+from gateway.core.alarms import Alarm, AlarmState
+from gateway.core.pipeline import Dispatch
+from gateway.core.routing import Channel, Target
+
+__all__ = [
+    "alarm_from_record",
+    "alarm_record",
+    "dispatch_from_record",
+    "dispatch_record",
+    "event_from_record",
+    "event_record",
+]
+
+_FORMAT = 1
+
+
+def _check(record: Mapping[str, Any]) -> None:
+    if record.get("f") != _FORMAT:
+        raise ValueError(f"unknown record format {record.get('f')!r}")
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """An `Event` as a plain map."""
+    return {
+        "f": _FORMAT,
+        "source": event.source.value,
+        "transport": event.transport.value,
+        "device_id": event.device_id,
+        "kind": event.kind.value,
+        "category": event.category.value,
+        "priority": int(event.priority),
+        "stage": event.stage.value,
+        "dedup_key": event.dedup_key,
+        "content_key": event.content_key,
+        "device_ts": event.device_ts,
+        "ingress_ts": event.ingress_ts,
+        "township": event.township,
+        "village": event.village,
+        "group": event.group,
+        "household": event.household,
+        "checkpoint": event.checkpoint,
+        "event": dict(event.event) if event.event is not None else None,
+        "sequenced": event.sequenced,
+    }
+
+
+def event_from_record(record: Mapping[str, Any]) -> Event:
+    """The `Event` an `event_record` wrote."""
+    _check(record)
+    return Event(
+        source=Source(record["source"]),
+        transport=Transport(record["transport"]),
+        device_id=record["device_id"],
+        kind=Kind(record["kind"]),
+        category=Category(record["category"]),
+        priority=Priority(record["priority"]),
+        stage=Stage(record["stage"]),
+        dedup_key=record["dedup_key"],
+        content_key=record["content_key"],
+        device_ts=record["device_ts"],
+        ingress_ts=record["ingress_ts"],
+        township=record["township"],
+        village=record["village"],
+        group=record["group"],
+        household=record["household"],
+        checkpoint=record["checkpoint"],
+        event=record["event"],
+        sequenced=record["sequenced"],
+    )
+
+
+def dispatch_record(dispatch: Dispatch) -> dict[str, Any]:
+    """A `Dispatch` (its body included) as a plain map."""
+    target = dispatch.target
+    return {
+        "f": _FORMAT,
+        "alarm_id": dispatch.alarm_id,
+        "sink_kind": target.sink_kind,
+        "sink_id": target.sink_id,
+        "channel": target.channel.value,
+        "qos": target.qos,
+        "priority": int(dispatch.priority),
+        "source": dispatch.source.value,
+        "body": dict(dispatch.body),
+        "ingress_ts": dispatch.ingress_ts,
+        "device_ts": dispatch.device_ts,
+    }
+
+
+def dispatch_from_record(record: Mapping[str, Any]) -> Dispatch:
+    """The `Dispatch` a `dispatch_record` wrote."""
+    _check(record)
+    return Dispatch(
+        alarm_id=record["alarm_id"],
+        target=Target(
+            record["sink_kind"], record["sink_id"], Channel(record["channel"]), record["qos"]
+        ),
+        priority=Priority(record["priority"]),
+        source=Source(record["source"]),
+        body=record["body"],
+        ingress_ts=record["ingress_ts"],
+        device_ts=record["device_ts"],
+    )
+
+
+def alarm_record(alarm: Alarm) -> dict[str, Any]:
+    """An `Alarm` (its event, state, level and deadline) as a plain map."""
+    return {
+        "f": _FORMAT,
+        "event": event_record(alarm.event),
+        "raised_at": alarm.raised_at,
+        "level": alarm.level,
+        "deadline_s": alarm.deadline_s,
+        "state": alarm.state.value,
+        "attempt": alarm.attempt,
+        "dispatched_at": alarm.dispatched_at,
+        "deadline": alarm.deadline,
+        "acknowledged_at": alarm.acknowledged_at,
+        "acknowledged_by": alarm.acknowledged_by,
+        "escalations": alarm.escalations,
+        "sinks": [list(s) for s in alarm.sinks],
+    }
+
+
+def alarm_from_record(record: Mapping[str, Any]) -> Alarm:
+    """The `Alarm` an `alarm_record` wrote."""
+    _check(record)
+    return Alarm(
+        event=event_from_record(record["event"]),
+        raised_at=record["raised_at"],
+        level=record["level"],
+        deadline_s=record["deadline_s"],
+        state=AlarmState(record["state"]),
+        attempt=record["attempt"],
+        dispatched_at=record["dispatched_at"],
+        deadline=record["deadline"],
+        acknowledged_at=record["acknowledged_at"],
+        acknowledged_by=record["acknowledged_by"],
+        escalations=record["escalations"],
+        sinks=[(s[0], s[1]) for s in record["sinks"]],
+    )

@@ -1,0 +1,89 @@
+"""`alarmgw run`: load and check the configuration, set up logging, run until a signal.
+
+structlog writes JSON lines when the output is not a terminal (production, log
+shippers) and readable coloured lines on a terminal (`--log-format` overrides).
+SIGINT and SIGTERM cancel the gateway's task group: shutdown is cancellation
+(STYLE.md 7), and the gateway says `offline` on its state topic on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import IO
+
+import anyio
+import structlog
+
+from config.loader import ConfigError, load_config, with_overrides
+from config.model import Config
+from gateway.app import Gateway
+
+__all__ = ["configure_logging", "run_command"]
+
+
+def configure_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
+    """structlog to stderr: JSON lines, or a console renderer on a terminal."""
+    console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries (gmqtt, amqtt) log through the standard library: warnings only.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+
+
+def _config(args: argparse.Namespace, err: IO[str]) -> Config | None:
+    serial: dict[str, str] = {}
+    for item in args.serial:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            err.write(f"alarmgw: --serial takes NAME=PATH, got {item!r}\n")
+            return None
+        serial[name] = path
+    try:
+        config = load_config(args.config)
+        if args.broker or serial:
+            config = with_overrides(config, broker=args.broker, serial=serial or None)
+    except ConfigError as error:
+        err.write(f"alarmgw: refusing to start: {len(error.problems)} configuration problem(s)\n")
+        for problem in error.problems:
+            err.write(f"  {problem}\n")
+        return None
+    except OSError as error:
+        err.write(f"alarmgw: cannot read {args.config}: {error.strerror or error}\n")
+        return None
+    return config
+
+
+async def _serve(gateway: Gateway) -> None:
+    async with anyio.create_task_group() as tg:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await tg.start(gateway.run)
+            async for signum in signals:
+                structlog.get_logger("alarmgw").info("stopping", signal=signal.Signals(signum).name)
+                tg.cancel_scope.cancel()
+                break
+
+
+def run_command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """Run the gateway until SIGINT/SIGTERM. Exit 2 on a bad configuration."""
+    config = _config(args, err)
+    if config is None:
+        return 2
+    configure_logging(args.log_format)
+    anyio.run(_serve, Gateway(config))
+    return 0
