@@ -1,15 +1,19 @@
 """The composition root: one gateway, every long-lived task under one task group.
 
 Wires the pure core (gateway/core) to the adapters: the MQTT link (ingress,
-acks, dispatch), the embedded demo broker, the outbox and its publishers, the
-timers, the metrics/health HTTP server. STYLE.md 7: each task is named,
-readiness is awaited (`task_status.started()`), shutdown is cancellation.
+acks, dispatch), the embedded demo broker, the serial lines, the durable store
+and the outbox with its publishers, the timers, the metrics/health HTTP server.
+STYLE.md 7: each task is named, readiness is awaited (`task_status.started()`),
+shutdown is cancellation.
 
-The way of an event (DESIGN.md): the MQTT handler decodes and decides through
-`Intake`; the outcome's dispatches go to the outbox; the handler returns, and
-only then does the broker get its PUBACK (gmqtt, MQTT 5, ack after handler);
-publishers send each dispatch at QoS 1 and count it done when the broker
-confirms; rejections go to the dead letter with their reason.
+The way of an event (DESIGN.md): a handler (MQTT message, serial record, native
+frame) decides through `Intake`; the outcome is written down by the `Journal`
+(dedup identity, every publish it owes, the alarms it raised) in one group
+commit; only then does the handler return, and only then does the device get
+its acknowledgement (MQTT 5 PUBACK after the handler, serial ACK); the
+publishers send each dispatch at QoS 1, count it done when the broker confirms,
+and mark it delivered. A store that cannot be written means no acknowledgement:
+the devices send again. Rejections go to the dead letter with their reason.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import functools
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 import anyio
 import structlog
@@ -28,13 +32,16 @@ from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 
 from config.model import Config
-from devices.events import Category
+from devices.events import Category, Source
 from devices.supervision import DeviceClass
 from gateway.adapters.embedded_broker import EmbeddedBroker
 from gateway.adapters.http import HealthServer
+from gateway.adapters.journal import Journal
 from gateway.adapters.mqtt import MqttLink, MqttNotConnected, MqttPublishError
 from gateway.adapters.outbox import MemoryOutbox, Outgoing
 from gateway.adapters.serial_port import LineState, SerialLine
+from gateway.adapters.store import Store, StoreUnavailable
+from gateway.core.alarms import Alarm, AlarmState
 from gateway.core.intake import Acked, Intake, Refused
 from gateway.core.lanes import PASS_LANE, Queued
 from gateway.core.pipeline import Availability, Core, Dispatch, Outcome
@@ -51,12 +58,24 @@ __all__ = ["Gateway"]
 _PUBLISHERS = 32
 """Concurrent confirmed publishes in flight: enough to hide the broker round trip."""
 _RETRY_S = 0.5
+_PRUNE_EVERY_S = 600.0
 _ONLINE = b"online"
 _OFFLINE = b"offline"
+_STATE_LANE = 2
+_AVAILABILITY_LANE = 3
+_DEADLETTER_LANE = 4
+
+Publish = tuple[int, Outgoing]
+"""(lane, item): one publish the gateway owes."""
 
 
 class Gateway:
-    """One gateway instance for one district configuration."""
+    """One gateway instance for one district configuration.
+
+    `durable=False` skips the store (the benchmark's durability-off run): devices
+    are then acknowledged once the event is decided, and a crash loses what the
+    broker had not confirmed yet.
+    """
 
     def __init__(
         self,
@@ -64,9 +83,11 @@ class Gateway:
         *,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
+        durable: bool = True,
     ) -> None:
         self.config = config
         self.clock = clock
+        self.durable = durable
         self.log = structlog.get_logger("alarmgw")
         self.topics = Topics(config.mqtt.base_topic)
         self.core = Core(config)
@@ -74,6 +95,7 @@ class Gateway:
         sink_kinds = sorted({kind for kind, _ in config.topology.sinks})
         self.metrics = Metrics(registry or CollectorRegistry(), sink_kinds)
         self.outbox = MemoryOutbox(clock=clock)
+        self.journal = Journal(None, self.outbox)
         self.link: MqttLink | None = None
         self.broker_port: int | None = None
         self.http: HealthServer | None = None
@@ -84,15 +106,15 @@ class Gateway:
             for s in ("phone", "checkpoint")
             for t in ("mqtt", "serial")
         }
-        self.metrics.outbox_pending.set_function(lambda: self.outbox.pending)
-        for device_class in DeviceClass:
-            self.metrics.devices_online.labels(device_class.value).set_function(
+        m = self.metrics
+        m.outbox_pending.set_function(lambda: self.outbox.pending)
+        m.store_writable.set_function(lambda: 1 if self.journal.writable else 0)
+        for device_class in (DeviceClass.PHONE, DeviceClass.CHECKPOINT):
+            m.devices_online.labels(device_class.value).set_function(
                 functools.partial(self.core.supervisor.online_count, device_class)
             )
-        self.metrics.devices_online.labels(DeviceClass.RECEIVER.value).set_function(
-            self.core.lines_online
-        )
-        self.metrics.devices_online.labels(DeviceClass.SERIAL_PORT.value).set_function(
+        m.devices_online.labels(DeviceClass.RECEIVER.value).set_function(self.core.lines_online)
+        m.devices_online.labels(DeviceClass.SERIAL_PORT.value).set_function(
             lambda: sum(line.state is LineState.OPEN for line in self.lines)
         )
         self._native_lines = {port.name for port in config.serial if port.protocol == "native"}
@@ -114,14 +136,26 @@ class Gateway:
         """Run until cancelled; `task_status.started(self)` once serving."""
         mqtt = self.config.mqtt
         async with contextlib.AsyncExitStack() as stack:
+            if self.durable:
+                store = self._open_store()
+                stack.push_async_callback(store.aclose)  # last out: flushes delivered marks
+                self.journal = Journal(store, self.outbox)
+                found = self.journal.recover(self.core, self.clock())
+                self.log.info(
+                    "store opened",
+                    path=self.config.store.path,
+                    dedup_identities=found.seen,
+                    alarms=found.alarms,
+                    pending_publishes=found.pending,
+                )
             host, port = mqtt.host, mqtt.port
             if mqtt.embedded:
                 broker = EmbeddedBroker(port=port)
                 await stack.enter_async_context(broker)
                 host, port = "127.0.0.1", broker.port
                 self.log.warning(
-                    "embedded broker (amqtt, MQTT 3.1.1): for demos only; "
-                    "acknowledgement after store is not available on it",
+                    "embedded broker (amqtt, MQTT 3.1.1): for demos only; devices are "
+                    "acknowledged on receipt there, not after their event is stored",
                     port=port,
                 )
             self.broker_port = port
@@ -139,6 +173,7 @@ class Gateway:
                 on_message=self._on_message,
                 on_connected=self._on_connected,
                 logger=self.log,
+                mqtt_version=EmbeddedBroker.mqtt_version if mqtt.embedded else None,
             )
             self.http = HealthServer(
                 self.metrics.registry, self._readiness, self.config.http.host, self.config.http.port
@@ -151,6 +186,8 @@ class Gateway:
                 for n in range(_PUBLISHERS):
                     tg.start_soon(self._publisher, name=f"publisher-{n}")
                 tg.start_soon(self._timers, name="timers")
+                if self.journal.store is not None:
+                    tg.start_soon(self._pruner, name="pruner")
                 for line in self.lines:
                     await tg.start(line.run, name=f"serial:{line.name}")
                 self.log.info(
@@ -160,8 +197,32 @@ class Gateway:
                     http=f"{self.config.http.host}:{self.http.port}",
                     households=len(self.config.households),
                     checkpoints=len(self.config.checkpoints),
+                    serial_lines=len(self.lines),
+                    durable=self.journal.durable,
                 )
                 task_status.started(self)
+
+    def _open_store(self) -> Store:
+        settings = self.config.store
+        if settings.path != ":memory:":
+            Path(settings.path).parent.mkdir(parents=True, exist_ok=True)
+        store = Store(
+            settings.path,
+            commit_interval_ms=settings.commit_interval_ms,
+            commit_max_batch=settings.commit_max_batch,
+            on_state_change=self._store_state,
+        )
+        store.start()
+        return store
+
+    def _store_state(self, writable: bool, reason: str | None) -> None:
+        if writable:
+            self.log.warning("store writable again: acknowledging devices again")
+        else:
+            self.log.error(
+                "store cannot be written: devices are not acknowledged until it recovers",
+                reason=reason,
+            )
 
     async def _goodbye(self) -> None:
         """Say `offline` ourselves (a clean disconnect does not fire the Will)."""
@@ -186,57 +247,94 @@ class Gateway:
     def _readiness(self) -> list[tuple[str, bool, str]]:
         link = self.link
         connected = link is not None and link.connected
+        store = self.journal.store
+        if store is None:
+            outbox = (True, f"{self.outbox.pending} pending, in memory only (durability off)")
+        elif store.writable:
+            outbox = (True, f"{self.outbox.pending} pending, store writable")
+        else:
+            outbox = (False, f"store not writable ({store.last_error}): devices not acknowledged")
         checks = [
             ("broker", connected, "connected" if connected else "not connected"),
-            ("outbox", True, f"{self.outbox.pending} pending (in memory)"),
+            ("outbox", *outbox),
         ]
         if link is not None and connected:
-            after = link.ack_after_handler
             checks.append(
                 (
                     "ack_after_store",
                     True,
-                    "MQTT 5: devices are acknowledged after their event is accepted"
-                    if after
-                    else "unavailable: MQTT 3.1.1 broker acknowledges on receipt",
+                    "MQTT 5: devices are acknowledged after their event is stored"
+                    if link.ack_after_handler
+                    else "unavailable: the MQTT 3.1.1 broker does not redeliver "
+                    "unacknowledged messages, so acknowledgement after store is not guaranteed",
                 )
             )
         return checks
 
     async def _on_connected(self) -> None:
         self.metrics.broker_connected.set(1)
-        assert self.link is not None
         # Retained state is republished after every reconnect (PROTOCOLS.md, MQTT facts).
-        self.outbox.put(2, Outgoing(self.topics.state, 1, retain=True, payload=_ONLINE))
+        self.outbox.put(_STATE_LANE, Outgoing(self.topics.state, 1, retain=True, payload=_ONLINE))
 
-    # -- ingress -------------------------------------------------------------------
+    # -- MQTT ingress ----------------------------------------------------------------
     async def _on_message(self, topic: str, payload: bytes) -> None:
-        """Handle one message; returning lets the broker have its PUBACK."""
-        self.handle(topic, payload)
-
-    def handle(self, topic: str, payload: bytes) -> Outcome | Refused | Acked:
-        """Decide and enqueue: the synchronous heart of the MQTT handler."""
+        """Handle one message. Returning lets the broker have its PUBACK; raising
+        (the store cannot be written) withholds it, so the broker sends it again."""
+        if not self.journal.writable:
+            self.metrics.unacknowledged.inc()
+            raise StoreUnavailable("store not writable")
         now = self.clock()
         result = self.intake.mqtt(topic, payload, now)
         if isinstance(result, Outcome):
             self._received[(result.event.source.value, "mqtt")].inc()
-            self._outcome(result)
+            stored = await self._commit(result)
         elif isinstance(result, Refused):
             if result.source in ("phone", "checkpoint"):
                 self._received[(result.source, "mqtt")].inc()
-            self._refused(result, now)
+            stored = await self._refused(result, now)
         else:
-            self._acked(result)
-        return result
+            stored = await self._acked(result, now)
+        if not stored:
+            self.metrics.unacknowledged.inc()
+            raise StoreUnavailable("store not writable")
 
-    def _outcome(self, outcome: Outcome) -> None:
+    def _publishes(
+        self, availability: Availability | None, dispatches: tuple[Dispatch, ...]
+    ) -> list[Publish]:
+        publishes: list[Publish] = []
+        if availability is not None:
+            publishes.append(self._availability(availability.device_id, availability.online))
+        for dispatch in dispatches:
+            target = dispatch.target
+            if target.channel is Channel.PASSES:
+                topic = self.topics.passes(target.sink_kind, target.sink_id)
+                lane = PASS_LANE
+            else:
+                topic = self.topics.alarms(target.sink_kind, target.sink_id)
+                lane = int(dispatch.priority)
+            publishes.append((lane, Outgoing(topic, target.qos, dispatch=dispatch)))
+        return publishes
+
+    def _availability(self, device_id: str, online: bool) -> Publish:
+        payload = _ONLINE if online else _OFFLINE
+        item = Outgoing(self.topics.availability(device_id), 1, retain=True, payload=payload)
+        return _AVAILABILITY_LANE, item
+
+    async def _commit(self, outcome: Outcome) -> bool:
+        """Store an accepted event and what it owes, then queue it; False if not stored."""
         event = outcome.event
+        seen = None if outcome.duplicate or event.source is Source.GATEWAY else event
+        stored = await self.journal.record(
+            self._publishes(outcome.availability, outcome.dispatches),
+            seen=seen,
+            alarms=outcome.alarms,
+            now=self.clock(),
+        )
+        if not stored:
+            self.core.rollback(outcome)
+            return False
         if outcome.duplicate:
             self.metrics.duplicates.labels(event.source.value).inc()
-        if outcome.availability is not None:
-            self._availability(outcome.availability)
-        for dispatch in outcome.dispatches:
-            self._enqueue(dispatch)
         if outcome.dispatches and event.category is not Category.PASS:
             self.log.info(
                 "alarm accepted",
@@ -248,24 +346,10 @@ class Gateway:
                 sinks=[f"{d.target.sink_kind}/{d.target.sink_id}" for d in outcome.dispatches],
             )
         self._timers_moved()
+        return True
 
-    def _enqueue(self, dispatch: Dispatch) -> None:
-        target = dispatch.target
-        if target.channel is Channel.PASSES:
-            topic = self.topics.passes(target.sink_kind, target.sink_id)
-            lane = PASS_LANE
-        else:
-            topic = self.topics.alarms(target.sink_kind, target.sink_id)
-            lane = int(dispatch.priority)
-        self.outbox.put(lane, Outgoing(topic, target.qos, dispatch=dispatch))
-
-    def _availability(self, change: Availability) -> None:
-        topic = self.topics.availability(change.device_id)
-        self.outbox.put(
-            3, Outgoing(topic, 1, retain=True, payload=_ONLINE if change.online else _OFFLINE)
-        )
-
-    def _refused(self, refused: Refused, now: float) -> None:
+    async def _refused(self, refused: Refused, now: float) -> bool:
+        """Count, log and dead-letter a rejection; False if the dead letter was not stored."""
         rejected = refused.rejected
         self.metrics.rejected(refused.source, rejected.reason)
         self.log.warning(
@@ -275,9 +359,13 @@ class Gateway:
             topic=refused.topic,
         )
         body = encode(deadletter_payload(rejected, refused.topic, now))
-        self.outbox.put(4, Outgoing(self.topics.deadletter, 1, payload=body))
+        letter = Outgoing(self.topics.deadletter, 1, payload=body)
+        return await self.journal.record(
+            [(_DEADLETTER_LANE, letter)], seen=None, alarms=(), now=now
+        )
 
-    def _acked(self, acked: Acked) -> None:
+    async def _acked(self, acked: Acked, now: float) -> bool:
+        """An operator's acknowledgement: stored before the PUBACK, so never forgotten."""
         outcome = acked.outcome
         self.metrics.acks.labels(acked.sink_kind, "yes" if outcome.known else "no").inc()
         if outcome.latency_s is not None:
@@ -290,43 +378,68 @@ class Gateway:
             first=outcome.first,
             ack_latency_s=outcome.latency_s,
         )
+        alarm = self.core.alarms.get(outcome.alarm_id) if outcome.first else None
+        if alarm is None:
+            return True
+        return await self.journal.record([], seen=None, alarms=(alarm,), now=now)
 
     # -- serial ingress --------------------------------------------------------------
     async def _on_receiver(
         self, line: str, item: ReceiverEvent | ReceiverHeartbeat | Rejected
     ) -> bytes | None:
+        answer = await self._answer_receiver(line, item)
+        if answer is None:
+            self.metrics.unacknowledged.inc()
+        return answer
+
+    async def _on_frame(self, line: str, seq: int, payload: bytes) -> bytes | None:
+        answer = await self._answer_frame(line, seq, payload)
+        if answer == encode_nak(seq, NakCode.RETRY):
+            self.metrics.unacknowledged.inc()
+        return answer
+
+    async def _answer_receiver(
+        self, line: str, item: ReceiverEvent | ReceiverHeartbeat | Rejected
+    ) -> bytes | None:
         """One record from an alarm receiver; the byte to answer (None: stay silent).
 
-        PROTOCOLS.md: ACK once the event is safely accepted, NAK ("send again") for
-        a record that cannot be parsed; a record for an unknown account is ACKed
-        (or the receiver would retry it forever) but dead-lettered and counted.
-        Any record proves the line alive; heartbeats are ACKed and supervised.
+        PROTOCOLS.md: ACK once the event is safely stored, NAK ("send again") for a
+        record that cannot be parsed; a record for an unknown account is ACKed (or
+        the receiver would retry it forever) but dead-lettered and counted. Any
+        record proves the line alive; heartbeats are ACKed and supervised. While
+        the store cannot be written the gateway says nothing, so the receiver
+        retries and then buffers, as it does for a dead automation link.
         """
+        if not self.journal.writable:
+            return None
         now = self.clock()
         where = f"serial:{line}"
         if isinstance(item, Rejected):
             self._received[("phone", "serial")].inc()
-            self._refused(Refused("phone", item, where), now)
-            return NAK
-        self._line_heard(line, now)
+            return NAK if await self._refused(Refused("phone", item, where), now) else None
+        if not await self._line_heard(line, now):
+            return None
         if isinstance(item, ReceiverHeartbeat):
             return ACK
         self._received[("phone", "serial")].inc()
         result = self.intake.receiver_record(item, now, line)
         if isinstance(result, Refused):
-            self._refused(result, now)
-            return ACK
+            return ACK if await self._refused(result, now) else None
         return ACK if await self._commit(result) else None
 
-    async def _on_frame(self, line: str, seq: int, payload: bytes) -> bytes | None:
-        """One native DATA frame: ACK once accepted, NAK REFUSED for content never acceptable."""
+    async def _answer_frame(self, line: str, seq: int, payload: bytes) -> bytes | None:
+        """One native DATA frame: ACK once stored, NAK REFUSED for content never
+        acceptable, NAK RETRY while the store cannot be written (docs/framing.md)."""
+        if not self.journal.writable:
+            return encode_nak(seq, NakCode.RETRY)
         now = self.clock()
         result = self.intake.native_frame(payload, now, line)
         if isinstance(result, Refused):
             if result.source in ("phone", "checkpoint"):
                 self._received[(result.source, "serial")].inc()
-            self._refused(result, now)
-            return encode_nak(seq, NakCode.REFUSED)
+            if await self._refused(result, now):
+                return encode_nak(seq, NakCode.REFUSED)
+            return encode_nak(seq, NakCode.RETRY)
         self._received[(result.event.source.value, "serial")].inc()
         if await self._commit(result):
             return encode_ack(seq)
@@ -334,32 +447,22 @@ class Gateway:
 
     async def _on_line_rejected(self, line: str, rejected: Rejected) -> None:
         """A damaged native frame (never answered) or a record cut off by a dying port."""
-        self._refused(Refused("unknown", rejected, f"serial:{line}"), self.clock())
+        await self._refused(Refused("unknown", rejected, f"serial:{line}"), self.clock())
 
     def _on_line_state(self, line: str, state: LineState) -> None:
         self.log.info("serial line state", line=line, state=state.value)
-        if state is not LineState.OPEN:
-            self.outbox.put(
-                3, Outgoing(self.topics.availability(line), 1, retain=True, payload=_OFFLINE)
-            )
-        elif line in self._native_lines:
-            self.outbox.put(
-                3, Outgoing(self.topics.availability(line), 1, retain=True, payload=_ONLINE)
-            )
         self.metrics.serial_line_up.labels(line).set(1 if state is LineState.OPEN else 0)
+        if state is not LineState.OPEN:
+            self.outbox.put(*self._availability(line, online=False))
+        elif line in self._native_lines:
+            self.outbox.put(*self._availability(line, online=True))
 
-    def _on_line_answer(self, line: str, latency_s: float) -> None:
+    def _on_line_answer(self, _line: str, latency_s: float) -> None:
         self.metrics.serial_answer_latency.observe(latency_s)
 
-    def _line_heard(self, line: str, now: float) -> None:
+    async def _line_heard(self, line: str, now: float) -> bool:
         change = self.core.line_heard(line, now)
-        if change is not None:
-            self._outcome(change)
-
-    async def _commit(self, outcome: Outcome) -> bool:
-        """Make an accepted event durable, then dispatch it; False if it could not be stored."""
-        self._outcome(outcome)
-        return True
+        return True if change is None else await self._commit(change)
 
     # -- egress --------------------------------------------------------------------
     async def _publisher(self) -> None:
@@ -385,11 +488,12 @@ class Gateway:
             self.outbox.defer(queued, _RETRY_S)
             return
         self.outbox.done()
-        if dispatch is not None:
-            self._confirmed(dispatch)
-
-    def _confirmed(self, dispatch: Dispatch) -> None:
         now = self.clock()
+        self.journal.delivered(item, now)
+        if dispatch is not None:
+            self._confirmed(dispatch, now)
+
+    def _confirmed(self, dispatch: Dispatch, now: float) -> None:
         m = self.metrics
         sink_kind = dispatch.target.sink_kind
         m.dispatched.labels(sink_kind, str(int(dispatch.priority))).inc()
@@ -397,18 +501,21 @@ class Gateway:
         m.dispatch_latency.labels(dispatch.source.value, sink_kind).observe(latency)
         if dispatch.device_ts is not None:
             m.device_to_dispatch.labels(dispatch.source.value).observe(now - dispatch.device_ts)
-        if dispatch.target.channel is Channel.ALARMS:
-            self.core.dispatched(dispatch, now)
-            self.log.info(
-                "alarm dispatched",
-                alarm_id=dispatch.alarm_id,
-                sink=f"{sink_kind}/{dispatch.target.sink_id}",
-                escalated=bool(dispatch.body.get("escalated")),
-                ingress_to_dispatch_ms=round(latency * 1000, 3),
-                device_to_dispatch_ms=None
-                if dispatch.device_ts is None
-                else round((now - dispatch.device_ts) * 1000, 3),
-            )
+        if dispatch.target.channel is not Channel.ALARMS:
+            return
+        alarm = self.core.dispatched(dispatch, now)
+        if alarm is not None and alarm.dispatched_at == now:
+            self.journal.alarm_changed(alarm, now)  # the ack clock starts here
+        self.log.info(
+            "alarm dispatched",
+            alarm_id=dispatch.alarm_id,
+            sink=f"{sink_kind}/{dispatch.target.sink_id}",
+            escalated=bool(dispatch.body.get("escalated")),
+            ingress_to_dispatch_ms=round(latency * 1000, 3),
+            device_to_dispatch_ms=None
+            if dispatch.device_ts is None
+            else round((now - dispatch.device_ts) * 1000, 3),
+        )
 
     # -- time ------------------------------------------------------------------------
     def _timers_moved(self) -> None:
@@ -419,7 +526,7 @@ class Gateway:
     async def _timers(self) -> None:
         """Sleep until the core's next deadline; then let it decide (supervision, escalation)."""
         while True:
-            self._fire(self.clock())
+            await self._fire(self.clock())
             deadline = self.core.next_deadline()
             self._timer_target = deadline if deadline is not None else float("inf")
             self._timers_changed.clear()
@@ -428,25 +535,49 @@ class Gateway:
                 async with asyncio.timeout(delay):
                     await self._timers_changed.wait()
 
-    def _fire(self, now: float) -> None:
+    async def _fire(self, now: float) -> None:
         tick = self.core.tick(now)
+        publishes = self._publishes(None, tick.dispatches)
         for change in tick.availability:
-            self._availability(change)
+            publishes.append(self._availability(change.device_id, change.online))
             self.log.warning(
                 "device offline" if not change.online else "device online",
                 device=change.device_id,
                 device_class=change.device_class.value,
             )
-        for dispatch in tick.dispatches:
-            self._enqueue(dispatch)
         for alarm_id in tick.escalated:
             self.metrics.escalations.inc()
             self.log.warning("alarm escalated: no acknowledgement in time", alarm_id=alarm_id)
+        if publishes or tick.alarms:
+            stored = await self.journal.record(publishes, seen=None, alarms=tick.alarms, now=now)
+            if not stored:
+                # Time decided these, no device is waiting to retry them: send them
+                # anyway, from memory, rather than not at all.
+                for lane, item in publishes:
+                    self.outbox.put(lane, item)
 
-    def snapshot(self) -> dict[str, Any]:
-        """A few live figures for logs and tests."""
-        return {
-            "pending": self.outbox.pending,
-            "alarms": len(self.core.alarms),
-            "connected": self.link is not None and self.link.connected,
-        }
+    async def _pruner(self) -> None:
+        """Delete what the store no longer needs, so it does not grow without bound."""
+        store = self.journal.store
+        assert store is not None
+        retention_s = self.config.store.retention_h * 3600
+        while True:
+            await anyio.sleep(_PRUNE_EVERY_S)
+            now = self.clock()
+            if not store.writable:
+                continue
+            pruned = await store.prune(
+                delivered_before=now - retention_s,
+                seen_before=now - self.core.dedup.window_s,
+                alarms_before=now - retention_s,
+                # Every state: an alarm untouched for the retention period is
+                # history (one escalated past the top of the chain waits for nothing).
+                final_states=[state.value for state in AlarmState],
+            )
+            self.log.info(
+                "store pruned", outbox=pruned.outbox, seen=pruned.seen, alarms=pruned.alarms
+            )
+
+    def alarm(self, alarm_id: str) -> Alarm | None:
+        """An alarm the gateway remembers (for tests and the operator's tools)."""
+        return self.core.alarms.get(alarm_id)

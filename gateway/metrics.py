@@ -114,6 +114,16 @@ class Metrics:
             ["sink_kind", "known"],
             registry=registry,
         )
+        self.unacknowledged = Counter(
+            "alarmgw_unacknowledged",
+            "Device messages not acknowledged because they could not be stored (sent again).",
+            registry=registry,
+        )
+        self.store_writable = Gauge(
+            "alarmgw_store_writable",
+            "1 while the durable store accepts writes; 0 means devices are not acknowledged.",
+            registry=registry,
+        )
         self.serial_answer_latency = Histogram(
             "alarmgw_serial_answer_seconds",
             "From a serial record's last byte to the gateway's ACK/NAK on the line.",

@@ -111,11 +111,13 @@ class Mosquitto:
         extra_config: Sequence[str] = (),
         *,
         anonymous: bool = True,
+        persistence: bool = False,
     ) -> None:
         self.directory = directory
         self.port = port if port is not None else free_port()
         self.extra_config = tuple(extra_config)
         self.anonymous = anonymous
+        self.persistence = persistence
         self.binary = find_mosquitto()
         self.config_path = directory / "mosquitto.conf"
         self.log_path = directory / "mosquitto.log"
@@ -132,7 +134,10 @@ class Mosquitto:
                 # drop to user "mosquitto", which cannot read pytest's 0700 tmp dirs.
                 f"user {pwd.getpwuid(os.getuid()).pw_name}",
                 "set_tcp_nodelay true",
-                "persistence false",
+                # With persistence, sessions and queued QoS 1 messages survive a
+                # broker restart (saved on SIGTERM), as in production.
+                f"persistence {'true' if self.persistence else 'false'}",
+                f"persistence_location {self.directory}/",
                 "max_queued_messages 0",
                 f"log_dest file {self.log_path}",
                 "log_type error",

@@ -44,9 +44,17 @@ is also its Receive Maximum towards us), the link recycles the connection with
 a clean DISCONNECT (reason 0: no Will, session kept) after backoff, and the
 broker redelivers. A cancelled handler (`stop()`) is not acknowledged either.
 Handlers run concurrently, one task per message, bounded by the broker's
-in-flight window; PUBACKs go out in completion order (MQTT-4.6.0-2 asks for
-receive order; mosquitto and EMQX match PUBACKs by packet id, and ordering them
-would put a slow handler in front of every later acknowledgement).
+in-flight window (our `receive_maximum`; without it mosquitto uses its
+`max_inflight_messages`, 20). Measured: mosquitto 2.0.11 overshoots that window
+once PUBACKs flow while handlers are slow (181 concurrent handlers for a
+window of 100; known bookkeeping bugs, eclipse-mosquitto/mosquitto#2301), so
+handlers should be quick (decide, enqueue, return) and publish elsewhere.
+PUBACKs go out in completion order (MQTT-4.6.0-2 asks for receive order;
+mosquitto and EMQX match PUBACKs by packet id, and ordering them would put a
+slow handler in front of every later acknowledgement). Messages that arrive
+during the handshake (the broker resends the session's unacknowledged ones
+right after CONNACK) are held until the link is subscribed and `connected`, so
+a handler never meets a half-open link.
 
 **MQTT 3.1.1 fallback.** A broker that refuses MQTT 5 (CONNACK 0x01 or 0x84,
 closing before CONNACK, or no CONNACK within `connect_timeout_s`: amqtt
@@ -65,13 +73,18 @@ be reused while its message is in flight. In-flight publishes are bounded by
 the broker's Receive Maximum (MQTT 5 §4.9; gmqtt's allocator would raise
 OverflowError instead of waiting). If the link is down `MqttNotConnected` is
 raised; if the connection drops before the PUBACK, or the broker answers with
-an error code (e.g. 0x87 not authorised), `MqttPublishError`. The caller (the
+an error code (e.g. 0x87 not authorised, which mosquitto 2.0.11 follows by
+dropping the connection), `MqttPublishError`. The caller (the
 outbox) keeps the message and publishes it again: it is the one retry policy.
 gmqtt's own replay of unacknowledged publishes on reconnect is never armed
 (the link does not use `Client.publish`, which is what fills gmqtt's replay
 store), so an outage cannot double every in-flight message. The resend uses a
 new packet id; for QoS 1 the broker keeps no per-id state for inbound
 messages, and consumers dedup by alarm id anyway.
+
+**Loss reasons.** A server DISCONNECT (e.g. 0x8E, session taken over) is
+logged as a plain "connection closed": gmqtt reports the socket's close before
+it parses the DISCONNECT packet buffered ahead of it.
 
 **Batched writes.** Packets (PUBLISH and our PUBACKs) written in one event-loop
 iteration are joined and handed to the transport in one `write()`: one syscall
@@ -329,6 +342,10 @@ class _Connection:
         self.window = _Window(1)
         self.pending: dict[int, asyncio.Future[None]] = {}
         self._suback: dict[int, asyncio.Future[tuple[int, ...]]] = {}
+        # Messages that arrive before the connection is established (the broker
+        # resends a session's unacknowledged messages right after CONNACK) wait
+        # here, unacknowledged: a handler that publishes must find the link up.
+        self._held: list[tuple[str, bytes, int | None]] | None = []
         self._out: list[bytes | bytearray] = []
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
@@ -464,7 +481,7 @@ class _Connection:
         self, mid: int, payload: bytes, topic: str | bytes, _properties: object
     ) -> None:
         # Replaces MqttPackageHandler._handle_qos_1_publish_packet: no PUBACK here.
-        self.link._spawn_handler(self, _topic_str(topic), bytes(payload), mid)
+        self._deliver(_topic_str(topic), bytes(payload), mid)
 
     def _on_qos0_message(
         self, _client: object, topic: str | bytes, payload: bytes, _qos: int, _properties: object
@@ -472,7 +489,19 @@ class _Connection:
         # A plain function on purpose: gmqtt then calls it directly and does not
         # spawn an untracked task of its own. Only QoS 0 arrives here (we never
         # subscribe above QoS 1, so the broker never sends QoS 2).
-        self.link._spawn_handler(self, _topic_str(topic), bytes(payload), None)
+        self._deliver(_topic_str(topic), bytes(payload), None)
+
+    def _deliver(self, topic: str, payload: bytes, mid: int | None) -> None:
+        if self._held is not None:
+            self._held.append((topic, payload, mid))
+        else:
+            self.link._spawn_handler(self, topic, payload, mid)
+
+    def release_held(self) -> None:
+        """Established: hand what arrived during the handshake to the handlers, in order."""
+        held, self._held = self._held, None
+        for topic, payload, mid in held or ():
+            self.link._spawn_handler(self, topic, payload, mid)
 
     def _on_puback(self, _cmd: int, packet: bytes) -> None:
         # Replaces MqttPackageHandler._handle_puback_packet, which ignores the
@@ -928,6 +957,7 @@ class MqttLink:
         self._version = conn.version
         self.connections += 1
         self._connected.set()
+        conn.release_held()
         self.log.info(
             "mqtt.connected",
             broker=f"{self.host}:{self.port}",

@@ -31,6 +31,8 @@ class Outgoing:
     dispatch: Dispatch | None = None
     payload: bytes = b""
     attempts: int = 0
+    outbox_id: int | None = None
+    """Its row in the durable store, once recorded."""
 
 
 class MemoryOutbox:

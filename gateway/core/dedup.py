@@ -43,6 +43,11 @@ class Deduplicator:
     def __len__(self) -> int:
         return len(self._seen)
 
+    @property
+    def window_s(self) -> float:
+        """How long an identity is remembered."""
+        return self._window
+
     def is_duplicate(self, event: Event, now: float) -> bool:
         """True for a repeat; False records the event as seen."""
         self._evict(now)

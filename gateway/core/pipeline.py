@@ -69,6 +69,8 @@ class Outcome:
     duplicate: bool
     dispatches: tuple[Dispatch, ...] = ()
     availability: Availability | None = None
+    alarms: tuple[Alarm, ...] = ()
+    """Alarms this outcome raised or changed: what the journal must write down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,8 @@ class TickOutcome:
     availability: tuple[Availability, ...]
     escalated: tuple[str, ...]
     """Alarm ids escalated by this tick (one count each for `alarmgw_escalations_total`)."""
+    alarms: tuple[Alarm, ...] = ()
+    """Alarms this tick raised or changed: what the journal must write down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,7 @@ class Core:
                 self.router.escalation_target(alarm.event, level) is not None
             ),
         )
+        self._touched: list[Alarm] = []
         self._offline_alarms: dict[str, str] = {}
         """Device id → its open `device_offline` alarm, cleared when the device is back."""
         timeouts = {
@@ -176,12 +181,24 @@ class Core:
                 if back.last_seen is not None:
                     dispatches = self._raise_offline(back, now)
         if self.dedup.is_duplicate(event, now):
-            return Outcome(event, duplicate=True, dispatches=dispatches, availability=availability)
+            return Outcome(
+                event,
+                duplicate=True,
+                dispatches=dispatches,
+                availability=availability,
+                alarms=self._take_touched(),
+            )
         dispatches += self._raise(event, now)
         hit = watchlist_event(event, self._watchlist) if self._watchlist else None
         if hit is not None:
             dispatches += self._raise(hit, now)
-        return Outcome(event, duplicate=False, dispatches=dispatches, availability=availability)
+        return Outcome(
+            event,
+            duplicate=False,
+            dispatches=dispatches,
+            availability=availability,
+            alarms=self._take_touched(),
+        )
 
     def _line_event(self, line: str, township: str | None, change: Transition, now: float) -> Event:
         """`device_offline` (or its restore) for an alarm-receiver line.
@@ -215,7 +232,7 @@ class Core:
         if not targets:
             return ()
         if event.category is not Category.PASS:
-            self.alarms.raised(event, self.router.level(targets), now)
+            self._touched.append(self.alarms.raised(event, self.router.level(targets), now))
         body = alarm_body(event)
         return tuple(
             Dispatch(
@@ -247,11 +264,16 @@ class Core:
             duplicate=False,
             dispatches=dispatches,
             availability=Availability(DeviceClass.RECEIVER, line, online=True, at=now),
+            alarms=self._take_touched(),
         )
 
     def lines_online(self) -> int:
         """Alarm-receiver lines whose heartbeat is current."""
         return sum(s.online_count(DeviceClass.RECEIVER) for _, s in self._lines.values())
+
+    def _take_touched(self) -> tuple[Alarm, ...]:
+        touched, self._touched = tuple(self._touched), []
+        return touched
 
     def rollback(self, outcome: Outcome) -> None:
         """Undo `accept` for an event that could not be stored: the device was not
@@ -287,6 +309,7 @@ class Core:
             if target is None:
                 continue
             escalated.append(due.alarm.event.alarm_id)
+            self._touched.append(due.alarm)
             event = due.alarm.event
             body = alarm_body(event, attempt=due.alarm.attempt, escalated=True)
             dispatches.append(
@@ -300,7 +323,9 @@ class Core:
                     event.device_ts,
                 )
             )
-        return TickOutcome(tuple(dispatches), tuple(availability), tuple(escalated))
+        return TickOutcome(
+            tuple(dispatches), tuple(availability), tuple(escalated), self._take_touched()
+        )
 
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do."""
@@ -316,7 +341,9 @@ class Core:
         if change.online:
             open_alarm = self._offline_alarms.pop(change.device_id, None)
             if open_alarm is not None:
-                self.alarms.clear(open_alarm)
+                cleared = self.alarms.clear(open_alarm)
+                if cleared is not None:
+                    self._touched.append(cleared)
         else:
             self._offline_alarms[change.device_id] = event.alarm_id
         return self._raise(event, now)

@@ -7,7 +7,10 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -53,7 +56,14 @@ def demo_config(
 class Collector:
     """An MQTT client that subscribes to filters and keeps every message it gets."""
 
-    def __init__(self, port: int, subscriptions: tuple[str, ...], name: str = "probe") -> None:
+    def __init__(
+        self,
+        port: int,
+        subscriptions: tuple[str, ...],
+        name: str = "probe",
+        *,
+        persistent: bool = False,
+    ) -> None:
         self.messages: list[tuple[str, bytes, float]] = []
         self._changed = asyncio.Event()
         self.link = MqttLink(
@@ -62,7 +72,7 @@ class Collector:
             client_id=f"{name}-{next(_ids)}",
             subscriptions=subscriptions,
             on_message=self._on_message,
-            session_expiry_s=0,
+            session_expiry_s=600 if persistent else 0,
         )
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
@@ -121,3 +131,91 @@ def panic(seq: int, *, ts: float | None = None, code: int = 120, q: int = 1) -> 
         {"v": 1, "seq": seq, "ts": time.time() if ts is None else ts, "q": q, "code": code,
          "zone": 1, "part": 1}
     )  # fmt: skip
+
+
+def write_config(
+    directory: Path,
+    broker_port: int,
+    http_port: int,
+    *,
+    life_safety_deadline_s: float = 30,
+    client_id: str = "alarmgw-durable",
+) -> Path:
+    """demo.toml rewritten for a gateway process: test broker, ports and store in `directory`."""
+    text = DEMO.read_text(encoding="utf-8")
+    replacements = {
+        'broker = "embedded"': f'broker = "mqtt://127.0.0.1:{broker_port}"',
+        'listen = "127.0.0.1:9108"': f'listen = "127.0.0.1:{http_port}"',
+        'path = "var/demo.sqlite"': f'path = "{directory / "store.sqlite"}"',
+        'client_id = "alarmgw-demo"': f'client_id = "{client_id}"',
+        "life_safety = 30\n": f"life_safety = {life_safety_deadline_s}\n",
+    }
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = directory / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class GatewayProcess:
+    """`alarmgw run` as a child process, killed by its own pid."""
+
+    def __init__(self, config: Path, http_port: int, log: Path) -> None:
+        self.config = config
+        self.http_port = http_port
+        self.log_path = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start and wait until /readyz answers 200."""
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config),
+             "--log-format", "json"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gateway exited: {self.log()}")
+            try:
+                url = f"http://127.0.0.1:{self.http_port}/readyz"
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"gateway not ready in {timeout} s: {self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a power cut of the process would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        """SIGTERM and wait: the gateway shuts down cleanly."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+
+async def eventually(predicate: Callable[[], object], within: float = 10.0) -> None:
+    """Poll `predicate` until it is true (for state with no event to wait on, e.g. metrics)."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - metrics and queues have no event
+            await asyncio.sleep(0.02)

@@ -546,6 +546,33 @@ def test_unacknowledged_message_is_redelivered_after_a_crash(mosquitto: Mosquitt
     run(scenario)
 
 
+def test_messages_queued_for_the_session_meet_a_connected_link(mosquitto: Mosquitto) -> None:
+    """What the broker held for us arrives after subscribe: handlers that publish succeed."""
+
+    async def scenario() -> None:
+        async with link(mosquitto.port, "sender") as sender:
+            first = link(mosquitto.port, "gw", subscriptions=["in/#"])
+            await first.start()
+            await first.stop()  # the session stays; messages queue for it
+            for n in range(5):
+                await sender.publish("in/queued", b"%d" % n)
+            echoed, connected = Inbox(), Counter()
+
+            async def echo(topic: str, payload: bytes) -> None:
+                await gateway.publish("out/echo", payload)  # needs a connected link
+                await echoed(topic, payload)
+
+            gateway = link(
+                mosquitto.port, "gw", echo, subscriptions=["in/#"], on_connected=connected
+            )
+            async with gateway:
+                assert sorted(p for _, p in await echoed.wait(5)) == [b"%d" % n for n in range(5)]
+                assert connected.calls == 1  # no handler failed, no reconnect
+        await no_tasks_left()
+
+    run(scenario)
+
+
 def test_acknowledged_message_is_not_redelivered(mosquitto: Mosquitto) -> None:
     """A handler that returned was acknowledged: the next session sees only newer messages."""
 

@@ -1,0 +1,173 @@
+"""Accepted means stored: the bridge between the core's decisions and the durable store.
+
+DESIGN.md, "The way of an event": the shell performs an outcome in order:
+outbox append (durable), then the device's acknowledgement, then the
+dispatches. `Journal.record(...)` is the first step: it writes the event's
+identity (dedup survives restarts), every publish the outcome owes (dispatches,
+availability, dead letters) and every alarm it raised or changed, in one group
+commit, and only then hands the publishes to the in-memory lanes. The caller
+acknowledges the device when `record` returns True; on False (the store cannot be
+written) it does not, and the device (or the broker, for MQTT) sends again.
+
+After a restart `recover()` puts back what was pending: dedup identities within
+the window, alarms with their escalation deadlines and acknowledgements, and
+every publish not yet confirmed, in lane-then-age order. Confirmations
+(`delivered`) and alarm changes (`alarm_changed`) are written without waiting:
+if one is lost in a crash the dispatch is sent again after the restart, and a
+consumer sees a duplicate with the same `alarm_id` (CONTRACT.md allows it), never
+a loss.
+
+With `store=None` (the benchmark's durability-off mode) nothing is written and
+`record` hands the publishes straight to the lanes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgpack
+
+from devices.events import Event, Transport
+from gateway.adapters.outbox import MemoryOutbox, Outgoing
+from gateway.adapters.store import (
+    AlarmPut,
+    Op,
+    OutboxAdd,
+    OutboxDelivered,
+    SeenOp,
+    Store,
+    StoreUnavailable,
+)
+from gateway.core.alarms import Alarm
+from gateway.core.pipeline import Core
+from gateway.core.records import (
+    alarm_from_record,
+    alarm_record,
+    dispatch_from_record,
+    dispatch_record,
+)
+
+__all__ = ["Journal", "Recovered"]
+
+_DISPATCH = b"d"
+_RAW = b"r"
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What a restart found in the store."""
+
+    seen: int
+    alarms: int
+    pending: int
+
+
+class Journal:
+    """Writes outcomes durably (when it has a store) and feeds the outbox lanes."""
+
+    def __init__(self, store: Store | None, outbox: MemoryOutbox) -> None:
+        self.store = store
+        self.outbox = outbox
+        self._ids = itertools.count(1)
+
+    @property
+    def durable(self) -> bool:
+        """Whether events are stored before devices are acknowledged."""
+        return self.store is not None
+
+    @property
+    def writable(self) -> bool:
+        """False while the store cannot be written (devices are not acknowledged)."""
+        return self.store is None or self.store.writable
+
+    # -- start-up -----------------------------------------------------------------
+    def recover(self, core: Core, now: float) -> Recovered:
+        """Load dedup identities, alarms and pending publishes back into memory."""
+        store = self.store
+        if store is None:
+            return Recovered(0, 0, 0)
+        self._ids = itertools.count(store.max_outbox_id() + 1)
+        seen = store.load_seen(now - core.dedup.window_s)
+        for row in seen:
+            core.dedup.remember(row.key, row.ts, row.content, Transport(row.transport))
+        alarms = store.load_alarms()
+        for alarm_row in alarms:
+            core.alarms.restore(alarm_from_record(msgpack.unpackb(alarm_row.data, raw=False)))
+        pending = store.load_pending()
+        for out_row in pending:
+            if out_row.meta == _DISPATCH:
+                dispatch = dispatch_from_record(msgpack.unpackb(out_row.data, raw=False))
+                item = Outgoing(out_row.topic, out_row.qos, out_row.retain, dispatch=dispatch)
+            else:
+                item = Outgoing(out_row.topic, out_row.qos, out_row.retain, payload=out_row.data)
+            item.outbox_id = out_row.id
+            self.outbox.put(out_row.lane, item)
+        return Recovered(len(seen), len(alarms), len(pending))
+
+    # -- the hot path -----------------------------------------------------------------
+    async def record(
+        self,
+        publishes: Sequence[tuple[int, Outgoing]],
+        *,
+        seen: Event | None,
+        alarms: Iterable[Alarm],
+        now: float,
+    ) -> bool:
+        """Store, then queue `publishes` (lane, item); False if the store refused."""
+        store = self.store
+        if store is None:
+            self._queue(publishes)
+            return True
+        ops: list[Op] = []
+        if seen is not None:
+            ops.append(SeenOp(seen.dedup_key, seen.content_key, seen.transport.value, now))
+        for lane, item in publishes:
+            item.outbox_id = next(self._ids)
+            ops.append(self._outbox_add(item, lane, now))
+        ops.extend(_alarm_put(alarm, now) for alarm in alarms)
+        if not ops:
+            self._queue(publishes)
+            return True
+        try:
+            await store.submit(ops)
+        except StoreUnavailable:
+            return False
+        self._queue(publishes)
+        return True
+
+    def delivered(self, item: Outgoing, now: float) -> None:
+        """The broker confirmed `item`: mark it done (not waited for)."""
+        if self.store is not None and item.outbox_id is not None and self.store.writable:
+            _quiet(self.store.submit([OutboxDelivered(item.outbox_id, now)]))
+
+    def alarm_changed(self, alarm: Alarm, now: float) -> None:
+        """An alarm was dispatched, acknowledged, escalated or cleared (not waited for)."""
+        if self.store is not None and self.store.writable:
+            _quiet(self.store.submit([_alarm_put(alarm, now)]))
+
+    def _queue(self, publishes: Sequence[tuple[int, Outgoing]]) -> None:
+        for lane, item in publishes:
+            self.outbox.put(lane, item)
+
+    @staticmethod
+    def _outbox_add(item: Outgoing, lane: int, now: float) -> OutboxAdd:
+        assert item.outbox_id is not None
+        if item.dispatch is not None:
+            data = msgpack.packb(dispatch_record(item.dispatch))
+            meta = _DISPATCH
+        else:
+            data, meta = item.payload, _RAW
+        return OutboxAdd(item.outbox_id, lane, item.topic, item.qos, item.retain, data, meta, now)
+
+
+def _alarm_put(alarm: Alarm, now: float) -> AlarmPut:
+    data = msgpack.packb(alarm_record(alarm))
+    return AlarmPut(alarm.event.alarm_id, data, alarm.state.value, alarm.deadline, now)
+
+
+def _quiet(future: asyncio.Future[None]) -> None:
+    """A write nobody waits for: its failure is reported by the store's state, not here."""
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
