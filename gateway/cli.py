@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import enum
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -274,6 +275,12 @@ def _parser() -> argparse.ArgumentParser:
         help="override a serial port's device path (USB paths change in the field)",
     )
     run.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
+    run.add_argument(
+        "--volatile",
+        action="store_true",
+        help="durability off: acknowledge devices before their event is stored "
+        "(benchmarks only; a crash loses what the broker had not confirmed)",
+    )
 
     check = sub.add_parser("check-config", help="validate a deployment file; exit 2 on errors")
     check.add_argument("file")
@@ -332,6 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args, out, err)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    except BrokenPipeError:
+        # `alarmgw topology ... | head`: the reader has gone; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as error:
         err.write(f"alarmgw: {error}\n")
         return EXIT_USAGE

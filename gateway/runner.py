@@ -85,5 +85,5 @@ def run_command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if config is None:
         return 2
     configure_logging(args.log_format)
-    anyio.run(_serve, Gateway(config))
+    anyio.run(_serve, Gateway(config, durable=not args.volatile))
     return 0

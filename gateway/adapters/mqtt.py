@@ -789,12 +789,14 @@ class MqttLink:
         publishes the Will, and unacknowledged messages wait for the next session.
         Handlers still running are cancelled, so their messages are not acknowledged.
         """
+        me = asyncio.current_task()
         task, self._task = self._task, None
         if task is not None:
             self._stop_clean = clean
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        handlers = list(self._handlers)
+            if task is not me:  # stop() from on_connected: the cancellation ends us
+                await asyncio.gather(task, return_exceptions=True)
+        handlers = [handler for handler in self._handlers if handler is not me]
         for handler in handlers:
             handler.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
