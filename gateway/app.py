@@ -537,7 +537,7 @@ class Gateway:
 
     async def _fire(self, now: float) -> None:
         tick = self.core.tick(now)
-        publishes = self._publishes(None, tick.dispatches)
+        publishes: list[Publish] = []
         for change in tick.availability:
             publishes.append(self._availability(change.device_id, change.online))
             self.log.warning(
@@ -545,6 +545,7 @@ class Gateway:
                 device=change.device_id,
                 device_class=change.device_class.value,
             )
+        publishes.extend(self._publishes(None, tick.dispatches))
         for alarm_id in tick.escalated:
             self.metrics.escalations.inc()
             self.log.warning("alarm escalated: no acknowledgement in time", alarm_id=alarm_id)

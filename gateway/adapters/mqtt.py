@@ -123,6 +123,8 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError, MqttPackageHandler
 from gmqtt.mqtt.package import PublishPacket
 
+from gateway.adapters.backoff import Backoff
+
 __all__ = [
     "MQTT_V5",
     "MQTT_V311",
@@ -223,30 +225,6 @@ class OutgoingMessage:
     payload: bytes
     qos: int = 1
     retain: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with full jitter: delay = uniform(0, min(cap, initial * 2**n))."""
-
-    initial_s: float = 0.1
-    cap_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial_s <= self.cap_s:
-            raise ValueError(f"need 0 < initial_s <= cap_s, got {self.initial_s}, {self.cap_s}")
-
-    def ceiling(self, failures: int) -> float:
-        """The upper bound of the delay after `failures` consecutive failures (0 = first retry)."""
-        if failures < 0:
-            raise ValueError(f"failures must be >= 0, got {failures}")
-        # The exponent is clamped: 2**1100 does not fit a float, and 2**64 * any
-        # sane initial delay is far past any cap.
-        return min(self.cap_s, self.initial_s * float(2 ** min(failures, 64)))
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        """A random delay in [0, ceiling(failures)]: full jitter spreads reconnecting gateways."""
-        return rng.uniform(0.0, self.ceiling(failures))
 
 
 class _Logger(Protocol):

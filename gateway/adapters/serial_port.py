@@ -64,7 +64,6 @@ import enum
 import random
 import termios
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 import anyio
@@ -73,6 +72,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from config.model import SerialPort
+from gateway.adapters.backoff import Backoff
 from protocols.frames import AckFrame, DataFrame, FrameDecoder, FrameItem, NakFrame
 from protocols.reasons import Rejected
 from protocols.receiver import ReceiverDecoder, ReceiverItem
@@ -173,29 +173,6 @@ def open_serial(settings: SerialPort) -> serial.Serial:
     return port
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with full jitter: delay = uniform(0, min(cap, initial * 2**n))."""
-
-    initial_s: float = 0.5
-    cap_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial_s <= self.cap_s:
-            raise ValueError(f"need 0 < initial_s <= cap_s, got {self.initial_s}, {self.cap_s}")
-
-    def ceiling(self, failures: int) -> float:
-        """The upper bound of the delay after `failures` consecutive failures (0 = first)."""
-        if failures < 0:
-            raise ValueError(f"failures must be >= 0, got {failures}")
-        # Clamp the exponent: 2**1100 is no float, and 2**64 * any delay is past any cap.
-        return min(self.cap_s, self.initial_s * float(2 ** min(failures, 64)))
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        """A random delay in [0, ceiling(failures)]: jitter spreads ports on a shared hub."""
-        return rng.uniform(0.0, self.ceiling(failures))
-
-
 class SerialLine:
     """One serial port, read and answered forever; see the module docstring."""
 
@@ -228,7 +205,7 @@ class SerialLine:
         self._on_state = on_state
         self._on_answer = on_answer
         self._opener = opener
-        self._backoff = backoff if backoff is not None else Backoff()
+        self._backoff = backoff if backoff is not None else Backoff(initial_s=0.5, cap_s=30.0)
         self._rng = rng if rng is not None else random.Random()
         self._log: _Logger = (
             logger if logger is not None else structlog.get_logger("alarmgw.serial")

@@ -50,6 +50,19 @@ class Dispatch:
     ingress_ts: float
     device_ts: float | None
 
+    @classmethod
+    def of(cls, event: Event, target: Target, body: Mapping[str, object]) -> Dispatch:
+        """The dispatch of `event`'s alarm map `body` to `target`."""
+        return cls(
+            event.alarm_id,
+            target,
+            event.priority,
+            event.source,
+            body,
+            event.ingress_ts,
+            event.device_ts,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Availability:
@@ -200,33 +213,6 @@ class Core:
             alarms=self._take_touched(),
         )
 
-    def _line_event(self, line: str, township: str | None, change: Transition, now: float) -> Event:
-        """`device_offline` (or its restore) for an alarm-receiver line.
-
-        It goes to the line's township centre; a line with no township in the
-        configuration is the district's, so its bureau hears it.
-        """
-        return Event(
-            source=Source.GATEWAY,
-            transport=Transport.INTERNAL,
-            device_id=line,
-            kind=Kind.DEVICE_OFFLINE,
-            category=Category.DEVICE_OFFLINE,
-            priority=Priority.INFO if change.online else Priority.TROUBLE,
-            stage=Stage.RESTORE if change.online else Stage.NEW,
-            dedup_key=f"gw/{'online' if change.online else 'offline'}/{line}"
-            f"/{round(change.at * 1000)}",
-            content_key=None,
-            device_ts=None,
-            ingress_ts=now,
-            township=township or "",
-            event={
-                "device_class": change.device_class.value,
-                "last_seen": change.last_seen,
-                "at": change.at,
-            },
-        )
-
     def _raise(self, event: Event, now: float) -> tuple[Dispatch, ...]:
         targets = self.router.targets(event)
         if not targets:
@@ -234,18 +220,7 @@ class Core:
         if event.category is not Category.PASS:
             self._touched.append(self.alarms.raised(event, self.router.level(targets), now))
         body = alarm_body(event)
-        return tuple(
-            Dispatch(
-                event.alarm_id,
-                target,
-                event.priority,
-                event.source,
-                body,
-                event.ingress_ts,
-                event.device_ts,
-            )
-            for target in targets
-        )
+        return tuple(Dispatch.of(event, target, body) for target in targets)
 
     def line_heard(self, line: str, now: float) -> Outcome | None:
         """An alarm receiver's heartbeat (or any record) on serial line `line`.
@@ -257,7 +232,9 @@ class Core:
         back = supervisor.seen(DeviceClass.RECEIVER, line, now)
         if back is None:
             return None
-        event = self._line_event(line, township, back, now)
+        # A line with no township in the configuration is the district's: the
+        # fallback routing then tells its bureau.
+        event = _availability_event(back, now, township=township or "")
         dispatches = self._raise_offline(back, now) if back.last_seen is not None else ()
         return Outcome(
             event,
@@ -312,17 +289,7 @@ class Core:
             self._touched.append(due.alarm)
             event = due.alarm.event
             body = alarm_body(event, attempt=due.alarm.attempt, escalated=True)
-            dispatches.append(
-                Dispatch(
-                    event.alarm_id,
-                    target,
-                    event.priority,
-                    event.source,
-                    body,
-                    event.ingress_ts,
-                    event.device_ts,
-                )
-            )
+            dispatches.append(Dispatch.of(event, target, body))
         return TickOutcome(
             tuple(dispatches), tuple(availability), tuple(escalated), self._take_touched()
         )
@@ -362,32 +329,17 @@ class Core:
                 return None
             checkpoint, township = site.id, site.township
         elif gone.device_class is DeviceClass.RECEIVER and gone.device_id in self._lines:
-            return self._line_event(gone.device_id, self._lines[gone.device_id][0], gone, now)
+            return _availability_event(gone, now, township=self._lines[gone.device_id][0] or "")
         else:
             return None
-        return Event(
-            source=Source.GATEWAY,
-            transport=Transport.INTERNAL,
-            device_id=gone.device_id,
-            kind=Kind.DEVICE_OFFLINE,
-            category=Category.DEVICE_OFFLINE,
-            priority=Priority.INFO if gone.online else Priority.TROUBLE,
-            stage=Stage.RESTORE if gone.online else Stage.NEW,
-            dedup_key=f"gw/{'online' if gone.online else 'offline'}/{gone.device_id}"
-            f"/{round(gone.at * 1000)}",
-            content_key=None,
-            device_ts=None,
-            ingress_ts=now,
+        return _availability_event(
+            gone,
+            now,
             township=township,
             village=village,
             group=group,
             household=household,
             checkpoint=checkpoint,
-            event={
-                "device_class": gone.device_class.value,
-                "last_seen": gone.last_seen,
-                "at": gone.at,
-            },
         )
 
     # -- operators -------------------------------------------------------------
@@ -400,3 +352,41 @@ class Core:
         start = alarm.dispatched_at if alarm.dispatched_at is not None else alarm.raised_at
         latency = max(0.0, now - start) if first else None
         return AckOutcome(alarm_id, known=True, first=first, latency_s=latency)
+
+
+def _availability_event(
+    change: Transition,
+    now: float,
+    *,
+    township: str,
+    village: str | None = None,
+    group: str | None = None,
+    household: str | None = None,
+    checkpoint: str | None = None,
+) -> Event:
+    """The gateway's own `device_offline` trouble for a device gone silent, or its
+    restore (info priority, never escalated) when the device is heard again."""
+    state = "online" if change.online else "offline"
+    return Event(
+        source=Source.GATEWAY,
+        transport=Transport.INTERNAL,
+        device_id=change.device_id,
+        kind=Kind.DEVICE_OFFLINE,
+        category=Category.DEVICE_OFFLINE,
+        priority=Priority.INFO if change.online else Priority.TROUBLE,
+        stage=Stage.RESTORE if change.online else Stage.NEW,
+        dedup_key=f"gw/{state}/{change.device_id}/{round(change.at * 1000)}",
+        content_key=None,
+        device_ts=None,
+        ingress_ts=now,
+        township=township,
+        village=village,
+        group=group,
+        household=household,
+        checkpoint=checkpoint,
+        event={
+            "device_class": change.device_class.value,
+            "last_seen": change.last_seen,
+            "at": change.at,
+        },
+    )

@@ -46,6 +46,20 @@ def _delivered(probe: Collector) -> dict[str, set[str]]:
     return seen
 
 
+async def _all_delivered(probe: Collector, acked: list[tuple[str, str]]) -> None:
+    """Wait until every acknowledged alarm reached every sink it is routed to."""
+
+    def missing() -> list[tuple[str, str]]:
+        got = _delivered(probe)
+        return [(h, a) for h, a in acked if not SINKS_OF[h] <= got.get(a, set())]
+
+    try:
+        await probe.wait_for(lambda _m: not missing(), within=30)
+    except TimeoutError:
+        lost = missing()
+        raise AssertionError(f"{len(lost)} lost, e.g. {lost[:5]}") from None
+
+
 async def _stream(
     publisher: Collector, acked: list[tuple[str, str]], count: int, rate: float, seq0: int = 0
 ) -> None:
@@ -87,16 +101,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_alarm(
             await asyncio.to_thread(gateway.start)
             await stream
 
-            def complete(_m: object) -> bool:
-                got = _delivered(probe)
-                return all(SINKS_OF[h] <= got.get(a, set()) for h, a in acked)
-
-            try:
-                await probe.wait_for(complete, within=30)
-            except TimeoutError:
-                got = _delivered(probe)
-                missing = [(h, a) for h, a in acked if not SINKS_OF[h] <= got.get(a, set())]
-                raise AssertionError(f"{len(missing)} lost, e.g. {missing[:5]}") from None
+            await _all_delivered(probe, acked)
             assert len(acked) >= 250
 
     try:
@@ -128,16 +133,7 @@ def test_broker_outage_under_load_loses_nothing(tmp_path: Path) -> None:
             broker.start()
             await stream
 
-            def complete(_m: object) -> bool:
-                got = _delivered(probe)
-                return all(SINKS_OF[h] <= got.get(a, set()) for h, a in acked)
-
-            try:
-                await probe.wait_for(complete, within=30)
-            except TimeoutError:
-                got = _delivered(probe)
-                missing = [(h, a) for h, a in acked if not SINKS_OF[h] <= got.get(a, set())]
-                raise AssertionError(f"{len(missing)} lost, e.g. {missing[:5]}") from None
+            await _all_delivered(probe, acked)
             assert len(acked) >= 150  # before, during (none) and after the outage
             store = gateway.journal.store
             assert store is not None

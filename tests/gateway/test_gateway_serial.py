@@ -90,9 +90,12 @@ def test_receiver_records_are_dispatched_once_acked_and_supervised(
                     ),
                     within=6,
                 )
-                states = [b for _, b in probe.decoded(lambda t: t == "alarmgw/availability/rx1")]
-                assert states[0] == b"online"
-                assert states[-1] == b"offline"
+
+                def states() -> list[object]:
+                    return [b for _, b in probe.decoded(lambda t: t == "alarmgw/availability/rx1")]
+
+                await probe.wait_for(lambda m: states()[-1:] == [b"offline"])
+                assert states()[0] == b"online"
                 offline = [b for b in _alarms(probe) if b["kind"] == "device_offline"]
                 assert offline[0]["township"] == "t01"
         finally:
