@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import random
 import time
 from pathlib import Path
 
@@ -150,3 +151,42 @@ def test_native_frames_are_acked_after_acceptance(tmp_path: Path, mosquitto: Mos
             pty.close()
 
     asyncio.run(scenario())
+
+
+def test_line_noise_never_dispatches_a_wrong_event(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """With 1 % of the receiver's bytes hit on a 7E1 line, every event is delivered,
+    once, and nothing that was not sent is ever dispatched."""
+
+    async def scenario() -> None:
+        pty = open_pty()
+        config = _with_lines(
+            demo_config(tmp_path, mosquitto.port),
+            SerialPort("rx1", pty.slave_path, parity="E", bytesize=7, township="t01"),
+        )
+        standin = ReceiverStandIn(
+            heartbeat_s=5.0, answer_timeout_s=0.5, corrupt_rate=0.01, rng=random.Random(7)
+        )
+        expected = set()
+        for n in range(1, 61):
+            zone = n % 7 + 1
+            standin.queue(Signal(f"{1000 + n}", Qualifier.NEW, 130, 1, zone))
+            expected.add((f"h{n:03d}", zone))
+        try:
+            async with running(Gateway(config)), Collector(mosquitto.port, OUT) as probe:
+                await run_receiver(standin, pty.master_fd, duration_s=25, stop_when=_drained)
+                assert standin.stats.corrupted > 0  # the noise really happened
+                await probe.wait_for(lambda m: len(_alarms(probe)) >= 2 * len(expected))
+                await asyncio.sleep(0.3)
+                got = _alarms(probe)
+                assert len(got) == 2 * len(expected)  # village and township, once each
+                seen = {(b["household"], b["event"]["zone"]) for b in got}  # type: ignore[index]
+                assert seen == expected
+                assert {(b["kind"], b["event"]["code"]) for b in got} == {("burglary", 130)}  # type: ignore[index]
+        finally:
+            pty.close()
+
+    asyncio.run(scenario())
+
+
+def _drained(standin: ReceiverStandIn) -> bool:
+    return standin.idle and standin.stats.acked >= 60
