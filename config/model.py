@@ -262,7 +262,7 @@ class DedupSettings:
     """How long and how many event ids are remembered to drop duplicates."""
 
     window_s: float = 86400.0
-    max_entries: int = 1_000_000
+    max_entries: int = 500_000
 
 
 @dataclass(frozen=True, slots=True)

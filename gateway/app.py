@@ -323,7 +323,13 @@ class Gateway:
     async def _commit(self, outcome: Outcome) -> bool:
         """Store an accepted event and what it owes, then queue it; False if not stored."""
         event = outcome.event
-        seen = None if outcome.duplicate or event.source is Source.GATEWAY else event
+        seen = (
+            None
+            if outcome.duplicate
+            or event.source is Source.GATEWAY
+            or event.category is Category.HEARTBEAT
+            else event
+        )
         stored = await self.journal.record(
             self._publishes(outcome.availability, outcome.dispatches),
             seen=seen,

@@ -69,6 +69,9 @@ _TRANSITIONS: Mapping[tuple[AlarmState, _Input], AlarmState] = {
 }
 
 
+_MAX_ROTATIONS = 8
+
+
 class AlarmStateError(RuntimeError):
     """A transition the lifecycle table does not allow (a bug, not peer input)."""
 
@@ -115,7 +118,7 @@ class AlarmBook:
         *,
         chain_length: int,
         applies: Callable[[Alarm, int], bool] = lambda _alarm, _level: True,
-        max_alarms: int = 200_000,
+        max_alarms: int = 50_000,
     ) -> None:
         self._deadlines = dict(deadlines)
         self._chain_length = chain_length
@@ -139,10 +142,23 @@ class AlarmBook:
             deadline_s = None
         alarm = Alarm(event=event, raised_at=now, level=level, deadline_s=deadline_s)
         self._alarms[event.alarm_id] = alarm
-        while len(self._alarms) > self._max:
-            self._alarms.popitem(last=False)
         self._arm(alarm, now)
+        self._bound()
         return alarm
+
+    def _bound(self) -> None:
+        """Forget the oldest alarms past `max_alarms`, but never one still waiting
+        for its deadline: an open alarm is moved to the back instead (a few per
+        call, so a book full of open alarms grows rather than loses one)."""
+        alarms = self._alarms
+        rotations = 0
+        while len(alarms) > self._max and rotations < _MAX_ROTATIONS:
+            alarm_id, oldest = next(iter(alarms.items()))
+            if oldest.deadline is None:
+                del alarms[alarm_id]
+            else:
+                alarms.move_to_end(alarm_id)
+                rotations += 1
 
     def dispatched(self, alarm_id: str, sink: tuple[str, str], now: float) -> Alarm | None:
         """The broker confirmed one dispatch of this alarm."""

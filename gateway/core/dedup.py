@@ -9,8 +9,12 @@ receiver) within `cross_path_window_s`, and an alarm receiver replaying its
 buffer after an outage (its records carry no sequence number, PROTOCOLS.md).
 
 Memory is bounded twice: entries older than the window are dropped, and the
-oldest entries go first once `max_entries` is reached. Both maps are
-`OrderedDict`s in arrival order, so eviction only ever looks at the front.
+oldest entries go first once `max_entries` is reached (about 180 bytes an
+entry). Checkpoint traffic (`cp/` identities: plate reads, thousands a minute)
+is remembered apart from everything else, each with its own bound, so a flood
+of passes can never push an alarm's identity out. The maps are `OrderedDict`s
+in arrival order, so eviction only ever looks at the front. Heartbeats are not
+remembered at all (the core does not ask): a repeated one changes nothing.
 Pure: the caller passes `now`.
 """
 
@@ -21,7 +25,10 @@ from typing import TypeVar
 
 from devices.events import Event, Transport
 
-__all__ = ["Deduplicator"]
+__all__ = ["TRAFFIC_PREFIX", "Deduplicator"]
+
+TRAFFIC_PREFIX = "cp/"
+"""Identities of checkpoint records (devices/checkpoint.py), remembered apart."""
 
 _V = TypeVar("_V")
 
@@ -37,11 +44,15 @@ class Deduplicator:
         self._window = window_s
         self._max = max_entries
         self._cross_window = cross_path_window_s
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._alarms: OrderedDict[str, float] = OrderedDict()
+        self._traffic: OrderedDict[str, float] = OrderedDict()
         self._content: OrderedDict[str, tuple[float, Transport]] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._alarms) + len(self._traffic)
+
+    def _partition(self, dedup_key: str) -> OrderedDict[str, float]:
+        return self._traffic if dedup_key.startswith(TRAFFIC_PREFIX) else self._alarms
 
     @property
     def window_s(self) -> float:
@@ -51,7 +62,8 @@ class Deduplicator:
     def is_duplicate(self, event: Event, now: float) -> bool:
         """True for a repeat; False records the event as seen."""
         self._evict(now)
-        if event.dedup_key in self._seen:
+        seen = self._partition(event.dedup_key)
+        if event.dedup_key in seen:
             return True
         key = event.content_key
         if key is not None:
@@ -63,14 +75,14 @@ class Deduplicator:
             ):
                 # Remember this path's own identity too: its retransmission after
                 # the cross-path window is still the same event.
-                self._seen[event.dedup_key] = now
-                _bound(self._seen, self._max)
+                seen[event.dedup_key] = now
+                _bound(seen, self._max)
                 return True
             self._content[key] = (now, event.transport)
             self._content.move_to_end(key)
             _bound(self._content, self._max)
-        self._seen[event.dedup_key] = now
-        _bound(self._seen, self._max)
+        seen[event.dedup_key] = now
+        _bound(seen, self._max)
         return False
 
     def remember(
@@ -81,15 +93,16 @@ class Deduplicator:
         transport: Transport | None = None,
     ) -> None:
         """Record an identity accepted earlier (restoring state from the store, oldest first)."""
-        self._seen[dedup_key] = at
-        _bound(self._seen, self._max)
+        seen = self._partition(dedup_key)
+        seen[dedup_key] = at
+        _bound(seen, self._max)
         if content_key is not None and transport is not None:
             self._content[content_key] = (at, transport)
             _bound(self._content, self._max)
 
     def forget(self, dedup_key: str, content_key: str | None = None) -> None:
         """Un-see an event whose acceptance was rolled back (it will come again)."""
-        self._seen.pop(dedup_key, None)
+        self._partition(dedup_key).pop(dedup_key, None)
         if content_key is not None:
             self._content.pop(content_key, None)
 
@@ -97,9 +110,9 @@ class Deduplicator:
         # Only the age bound here: the size bound is applied after an insert, so
         # that `max_entries` identities are remembered, not `max_entries - 1`.
         horizon = now - self._window
-        seen = self._seen
-        while seen and next(iter(seen.values())) < horizon:
-            seen.popitem(last=False)
+        for seen in (self._alarms, self._traffic):
+            while seen and next(iter(seen.values())) < horizon:
+                seen.popitem(last=False)
         content = self._content
         cross_horizon = now - self._cross_window
         while content and next(iter(content.values()))[0] < cross_horizon:

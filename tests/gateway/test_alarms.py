@@ -269,18 +269,33 @@ def test_due_alarms_come_in_deadline_order_across_priorities() -> None:
     assert [d.alarm for d in book.due(T0 + 300.0)] == [panic_, burglary]
 
 
-def test_memory_is_bounded_and_forgotten_alarms_do_not_escalate() -> None:
-    """Past max_alarms the oldest is forgotten: no escalation, no ack, no record."""
+def test_memory_is_bounded_by_forgetting_closed_alarms_first() -> None:
+    """Past max_alarms the oldest closed alarm is forgotten; one still waiting for
+    its deadline never is, so no escalation is lost to the bound."""
     book = make(max_alarms=2)
     first = book.raised(phone_event(CONFIG, seq=1), VILLAGE, T0)
-    book.raised(phone_event(CONFIG, seq=2), VILLAGE, T0 + 1.0)
+    second = book.raised(phone_event(CONFIG, seq=2), VILLAGE, T0 + 1.0)
+    book.acknowledge(second.event.alarm_id, "op", T0 + 1.5)
     third = book.raised(phone_event(CONFIG, seq=3), VILLAGE, T0 + 2.0)
     assert len(book) == 2
-    assert book.get(first.event.alarm_id) is None
+    assert book.get(second.event.alarm_id) is None  # closed: forgotten first
+    assert book.get(first.event.alarm_id) is first  # open: kept though oldest
     assert [d.alarm.event.alarm_id for d in book.due(T0 + 62.0)] == [
-        "ph/h-0001/2",
+        first.event.alarm_id,
         third.event.alarm_id,
     ]
+
+
+def test_a_book_of_open_alarms_grows_rather_than_loses_one() -> None:
+    """When every alarm is still open the bound yields: all of them escalate."""
+    book = make(max_alarms=2)
+    raised = [book.raised(phone_event(CONFIG, seq=n), VILLAGE, T0) for n in range(5)]
+    assert len(book) == 5
+    assert len(book.due(T0 + 60.0)) == len(raised)
+    for alarm in raised:
+        book.acknowledge(alarm.event.alarm_id, "op", T0 + 61.0)
+    book.raised(phone_event(CONFIG, seq=99), VILLAGE, T0 + 62.0)
+    assert len(book) == 2  # closed alarms are forgotten again as new ones come
 
 
 @given(st.lists(st.sampled_from(["tick", "ack", "dispatched"]), max_size=30))

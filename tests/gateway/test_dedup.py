@@ -162,3 +162,15 @@ def test_a_cross_path_duplicate_retransmitted_later_is_still_a_duplicate() -> No
     assert dedup.is_duplicate(phone_event(CONFIG, seq=5), T0 + 1)
     # The phone (or the broker) redelivers seq 5 after the cross-path window.
     assert dedup.is_duplicate(phone_event(CONFIG, seq=5), T0 + CROSS + 60)
+
+
+def test_a_flood_of_plate_reads_never_pushes_an_alarm_out() -> None:
+    """Checkpoint traffic is bounded apart: max_entries passes later, the panic is still known."""
+    dedup = make(max_entries=10)
+    panic_ = phone_event(CONFIG, seq=1)
+    assert not dedup.is_duplicate(panic_, T0)
+    for n in range(100):
+        passed = checkpoint_event(CONFIG, record_id=f"r-{n}")
+        assert not dedup.is_duplicate(passed, T0 + n * 0.01)
+    assert dedup.is_duplicate(panic_, T0 + 2)
+    assert len(dedup) == 11  # 10 plate reads (the newest) + the panic

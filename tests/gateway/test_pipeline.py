@@ -573,3 +573,12 @@ def test_one_panic_by_any_mix_of_paths_is_dispatched_once(
             event = phone_event(CONFIG, transport=transport, ingress_ts=now)
         dispatched += targets(c.accept(event, now))
     assert dispatched == [VILLAGE_T, TOWNSHIP_T, GROUP_T]
+
+
+def test_heartbeats_are_not_remembered_for_dedup() -> None:
+    """A heartbeat feeds supervision only: never a duplicate, never in dedup memory."""
+    c = core()
+    beat = phone_event(CONFIG, code=602)
+    assert not c.accept(beat, T0).duplicate
+    assert not c.accept(beat, T0 + 1).duplicate
+    assert len(c.dedup) == 0
