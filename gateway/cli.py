@@ -8,6 +8,8 @@
     alarmgw decode frames FILE|-
     alarmgw decode payload FILE|- [--topic TOPIC]
     alarmgw sim phone|checkpoint|district|receiver ...
+    alarmgw tail [--sink KIND/ID] [--plain|--json] [--ack ALARM_ID]
+    alarmgw demo [--speed X] [--alarm-rate PER_MIN] [--no-view]
 
 Exit codes: 0 success; 1 something was rejected (decode) or the gateway failed;
 2 usage or configuration errors (every problem is printed, with file, key path
@@ -31,6 +33,8 @@ from config.model import Config, Priority
 from devices.events import Category, Event, Kind, Source, Stage, Transport
 from devices.phone import classify
 from gateway.core.routing import Router
+from gateway.demo import add_demo_parser, run_demo
+from gateway.tail import add_tail_parser, run_tail
 from protocols.contact_id import parse_contact_id
 from protocols.frames import AckFrame, DataFrame, FrameDecoder, NakFrame
 from protocols.payloads import (
@@ -43,7 +47,7 @@ from protocols.payloads import (
 from protocols.reasons import Rejected
 from protocols.receiver import ReceiverDecoder, ReceiverHeartbeat
 from protocols.topics import AckTopic, IngressKind, Topics
-from simulators.cli import add_sim_parser, run_sim
+from simulators.cli import add_sim_parser, drive_district, run_sim
 
 __all__ = ["main"]
 
@@ -311,6 +315,8 @@ def _parser() -> argparse.ArgumentParser:
     decode.add_argument("input", nargs="+", help="messages (contact-id) or a FILE, - for stdin")
     decode.add_argument("--topic", help="payload only: the topic it came on, to know its kind")
     add_sim_parser(sub)
+    add_tail_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 
@@ -333,6 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _topology(args, out, err)
         if args.command == "sim":
             return run_sim(args, out, err)
+        if args.command == "tail":
+            return run_tail(args, out, err)
+        if args.command == "demo":
+            return run_demo(args, out, err, district=drive_district)
         # The asyncio shell and the MQTT client load only when the gateway runs.
         from gateway.runner import run_command  # noqa: PLC0415
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -31,7 +32,8 @@ from typing import IO, Final
 
 from config.loader import ConfigError, load_config, with_overrides
 from config.model import Checkpoint, CheckpointClass, Config
-from protocols.payloads import CheckpointMessage, PhoneMessage
+from protocols.contact_id import Family, family
+from protocols.payloads import CheckpointMessage, PhoneMessage, native_payload
 from protocols.topics import Topics
 from simulators.mqtt_driver import (
     MQTT_V5,
@@ -58,13 +60,22 @@ from simulators.scenario import (
     clock_skew,
     corrupt,
     duplicate,
+    encode_map,
     expected_sinks,
     phone_code,
     silence,
     stream,
 )
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "add_sim_parser", "main", "run_sim"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "add_sim_parser",
+    "drive_district",
+    "main",
+    "run_sim",
+]
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -143,7 +154,13 @@ examples:
   alarmgw sim phone --config demo.toml --household h003 --event panic --corrupt 1 --wait
 
   # what would be sent, without a broker, byte for byte reproducible
-  alarmgw sim phone --config demo.toml --all --event panic --dry-run --seed 7 --start 1700000000"""
+  alarmgw sim phone --config demo.toml --all --event panic --dry-run --seed 7 --start 1700000000
+
+  # a base station on a serial line: native frames, stop and wait, ACK/NAK
+  # (--pty makes a pseudo-terminal for a gateway's [[serial]] protocol = "native")
+  alarmgw sim phone --config demo.toml --household h001 --event panic --pty
+  alarmgw sim phone --config demo.toml --all --event burglary --serial /dev/ttyUSB1 \\
+      --corrupt 0.1 --split 0.2 --merge 0.1"""
 
 _CHECKPOINT_DESCRIPTION = """\
 Vehicle checkpoint cameras (A/B/C-class) over MQTT, on
@@ -474,6 +491,7 @@ def add_sim_parser(
         help="give up waiting S seconds after the last send (default 10)",
     )
     phone.add_argument("-q", "--quiet", action="store_true", help="do not print each send")
+    _add_phone_serial(phone)
 
     checkpoint = devices.add_parser(
         "checkpoint",
@@ -590,6 +608,46 @@ def _traffic(
     )
 
 
+def _add_phone_serial(phone: argparse.ArgumentParser) -> None:
+    line = phone.add_argument_group(
+        "over a serial line instead of MQTT (a base station's native frames, docs/framing.md)",
+        "Stop and wait: each frame until its ACK (resent after the timeout), NAK REFUSED "
+        "drops it. --corrupt damages this fraction of transmissions on the wire.",
+    )
+    port = line.add_mutually_exclusive_group()
+    port.add_argument(
+        "--serial", metavar="DEVICE", help="serial device cabled to the gateway's native port"
+    )
+    port.add_argument(
+        "--pty", action="store_true", help="make a pseudo-terminal and print its path"
+    )
+    line.add_argument(
+        "--baud", type=int, default=9600, help="default 9600 (sets the answer timeout)"
+    )
+    line.add_argument(
+        "--split",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="write this fraction of frames in 2-3 pieces",
+    )
+    line.add_argument(
+        "--merge",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="write this fraction of frames together with the previous frame, in one write",
+    )
+    line.add_argument(
+        "--give-up",
+        type=_non_negative,
+        default=0.0,
+        metavar="S",
+        help="stop S seconds after the last send even if frames are unanswered "
+        "(default 0: never, an alarm is never given up on; Ctrl-C stops)",
+    )
+
+
 def _add_receiver(devices: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     receiver = devices.add_parser(
         "receiver",
@@ -658,6 +716,8 @@ def run_sim(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         config = _load(args.config, getattr(args, "broker", None))
         if args.sim_command == "receiver":
             return _run_receiver(args, config, out, err)
+        if args.sim_command == "phone" and (args.serial or args.pty):
+            return _run_phone_serial(args, config, out, err)
         return _run_mqtt(args, config, out, err)
     except ConfigError as error:
         err.write(f"alarmgw sim: refusing configuration {args.config}: ")
@@ -893,6 +953,38 @@ def _warn_supervision(args: argparse.Namespace, config: Config, err: IO[str]) ->
             f"alarmgw sim district: note: checkpoints beat every {checkpoint_every:g} s, longer "
             f"than the gateway's timeout ({config.supervision.checkpoint_timeout_s:g} s)\n"
         )
+
+
+async def drive_district(
+    config: Config,
+    *,
+    host: str,
+    port: int,
+    speed: float,
+    alarm_rate_per_min: float,
+    seed: int,
+    stop: asyncio.Event,
+) -> DriveReport:
+    """The config's district (every phone's test, alarms, checkpoint traffic) on host:port.
+
+    For `alarmgw demo`, which runs it in the gateway's own event loop: it prints
+    nothing (the live view owns the terminal) and runs until `stop` is set, then
+    waits briefly for its PUBACKs and returns the report. `alarm_rate_per_min`
+    and `speed` mean what `sim district` says. Raises MqttSimError when the
+    broker cannot be reached.
+    """
+    topics = Topics(config.mqtt.base_topic)
+    scenario = DistrictScenario(
+        topics,
+        config,
+        start=time.time() + 0.5,
+        duration=None,
+        speed=speed,
+        alarm_rate_per_min=alarm_rate_per_min,
+    )
+    broker = dataclasses.replace(BrokerAddress.from_settings(config.mqtt), host=host, port=port)
+    async with SimClient(broker, f"alarmgw-sim-demo-{os.getpid()}") as client:
+        return await drive(stream(scenario, seed=seed), client, stop=stop)
 
 
 async def _drive_mqtt(
@@ -1258,6 +1350,168 @@ async def _receiver_session(
 
 def _idle(standin: object) -> bool:
     return bool(getattr(standin, "idle", False))
+
+
+# ------------------------------------------------------------------ phone over serial
+
+
+def _run_phone_serial(args: argparse.Namespace, config: Config, out: IO[str], err: IO[str]) -> int:
+    """`sim phone --serial DEVICE|--pty`: the same sends as native frames, stop and wait."""
+    # Imported here, like the receiver's: anyio, termios and pyserial only for serial.
+    import anyio  # noqa: PLC0415
+    import serial  # noqa: PLC0415
+
+    from protocols.frames import encode_ack  # noqa: PLC0415
+    from simulators.pty_driver import Pty, open_pty  # noqa: PLC0415
+    from simulators.serial_driver import NativeSender, Sent, run_sender  # noqa: PLC0415
+
+    if args.wait:
+        raise _UsageError("--wait listens on MQTT; over serial each ACK is the gateway's word")
+    topics = Topics(config.mqtt.base_topic)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+    start = args.start if args.start is not None else time.time() + 0.5
+    plan = _plan(args, config, topics, start)
+    # On a serial line --corrupt damages frames on the wire (the gateway drops
+    # them and the sender resends), not payloads.
+    faults = [fault for fault in _faults(args) if fault.name != "corrupt"]
+    fmt = PayloadFormat(args.format)
+    try:
+        sender = NativeSender(
+            baud=args.baud,
+            corrupt_rate=args.corrupt,
+            split_rate=args.split,
+            merge_rate=args.merge,
+            rng=random.Random(f"{seed}/serial"),
+        )
+    except ValueError as error:
+        raise _UsageError(str(error)) from None
+    last_at = start
+    for send in stream(plan.scenario, seed=seed, faults=faults):
+        message = send.meta.message
+        last_at = max(last_at, send.at)
+        sender.queue_payload(
+            encode_map(native_payload(message), fmt),
+            label=f"{send.meta.event:<9} {_describe_message(message)}",
+            at=send.at,
+            urgent=isinstance(message, PhoneMessage) and family(message.code) is Family.LIFE_SAFETY,
+        )
+    header = f"alarmgw sim phone: {plan.description} · native frames · seed {seed}"
+    if args.dry_run:
+        # Every frame as it would go out, each answered at once by an ACK.
+        out.write(header + " · dry run\n")
+        while not sender.idle:
+            deadline = sender.next_deadline()
+            assert deadline is not None
+            writes = sender.poll(deadline)
+            answers = b""
+            for report in sender.take_reports():
+                out.write(_describe_report(report) + "\n")
+                if isinstance(report, Sent):
+                    answers += encode_ack(report.seq)
+            out.write("  " + b"".join(writes).hex(" ") + "\n")
+            sender.receive(answers, deadline)
+            sender.take_reports()
+        return EXIT_OK
+    pty: Pty | None = None
+    port: serial.Serial | None = None
+    if args.pty:
+        pty = open_pty()
+        fd, where = pty.master_fd, pty.slave_path
+    else:
+        try:
+            port = serial.Serial(args.serial, args.baud, timeout=0)
+        except (serial.SerialException, ValueError) as error:
+            err.write(f"alarmgw sim phone: cannot open {args.serial}: {error}\n")
+            return EXIT_FAILED
+        fd, where = port.fileno(), args.serial
+        os.set_blocking(fd, False)
+    out.write(f"{header} → {where} at {args.baud} baud\n")
+    if pty is not None:
+        out.write(
+            '  point the gateway at it: a [[serial]] port with protocol = "native", then\n'
+            f"  alarmgw run --config {args.config} --serial NAME={pty.slave_path}\n"
+        )
+    out.flush()
+
+    def printed(report: object) -> None:
+        if not args.quiet:
+            out.write(_describe_report(report) + "\n")
+            out.flush()
+
+    duration = math.inf
+    if args.give_up:
+        duration = max(0.0, last_at - time.time()) + args.give_up
+    interrupted = False
+    try:
+        anyio.run(_serial_session, run_sender, sender, fd, duration, printed)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if pty is not None:
+            pty.close()
+        if port is not None:
+            port.close()
+    stats = sender.stats
+    out.write(
+        f"phone over serial: {stats.queued} frame(s): acked {stats.acked}, refused "
+        f"{stats.refused}, NAK RETRY {stats.retry_naks}; {stats.sent} transmission(s), "
+        f"timeouts {stats.timeouts}, corrupted {stats.corrupted}, split {stats.split}, "
+        f"merged {stats.merged}, stale answers {stats.stale}"
+        f"{', interrupted' if interrupted else ''}\n"
+    )
+    if sender.pending and not interrupted:
+        out.write(f"phone over serial: {len(sender.pending)} frame(s) never answered\n")
+        return EXIT_FAILED
+    return EXIT_FAILED if stats.refused and not interrupted else EXIT_OK
+
+
+async def _serial_session(
+    runner: Callable[..., Awaitable[None]],
+    sender: object,
+    fd: int,
+    duration_s: float,
+    on_report: Callable[[object], None],
+) -> None:
+    await runner(sender, fd, duration_s=duration_s, stop_when=_idle, on_report=on_report)
+
+
+def _describe_message(message: PhoneMessage | CheckpointMessage) -> str:
+    if isinstance(message, PhoneMessage):
+        return (
+            f"{message.household} seq={message.seq} q={message.q} code={message.code} "
+            f"zone={message.zone}"
+        )
+    return f"{message.checkpoint} {_checkpoint_text(message)}"
+
+
+def _describe_report(report: object) -> str:
+    """One line per transmission, answer or timeout (simulators.serial_driver reports)."""
+    from simulators.serial_driver import Answered, Sent, TimedOut  # noqa: PLC0415
+
+    if isinstance(report, Sent):
+        again = f" (attempt {report.attempt})" if report.attempt > 1 else ""
+        faults = f"  [{', '.join(report.faults)}]" if report.faults else ""
+        what = f"seq {report.seq:<5} {report.label}  ({report.size} B)"
+        return f"{_clock(report.at)} → {what}{again}{faults}"
+    if isinstance(report, Answered):
+        latency = f"{report.latency_s * 1000:.1f} ms"
+        if report.answer == "ack":
+            return f"{_clock(report.at)} ← ACK seq {report.seq} in {latency}"
+        if report.answer == "refused":
+            return (
+                f"{_clock(report.at)} ← NAK REFUSED seq {report.seq} in {latency}: dropped "
+                "(the gateway refused its content and dead-lettered it)"
+            )
+        return (
+            f"{_clock(report.at)} ← NAK RETRY seq {report.seq} in {latency}: the gateway "
+            "cannot store it now; resending after the timeout"
+        )
+    if isinstance(report, TimedOut):
+        return (
+            f"{_clock(report.at)} ✗ seq {report.seq}: no answer in {report.waited_s:.1f} s; "
+            "sending it again"
+        )
+    return repr(report)
 
 
 # ------------------------------------------------------------------ standalone
