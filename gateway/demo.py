@@ -56,6 +56,7 @@ import anyio
 import structlog
 from prometheus_client import CollectorRegistry
 
+from config import arguments
 from config.loader import ConfigError, load_config
 from config.model import Config, Priority
 from gateway.adapters.embedded_broker import EmbeddedBroker
@@ -140,14 +141,14 @@ def add_demo_parser(
     )
     parser.add_argument(
         "--speed",
-        type=_positive,
+        type=arguments.positive,
         default=DEFAULT_SPEED,
         metavar="X",
         help=f"background traffic at X times the district's (default {DEFAULT_SPEED:g})",
     )
     parser.add_argument(
         "--alarm-rate",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=DEFAULT_ALARM_RATE,
         metavar="PER_MIN",
         help=f"alarms per minute, district-wide (default {DEFAULT_ALARM_RATE:g})",
@@ -159,18 +160,21 @@ def add_demo_parser(
         help=f"no live view: a status line every {_STATUS_EVERY_S:g} s",
     )
     parser.add_argument(
-        "--duration", type=_positive, metavar="S", help="stop after S seconds (default: Ctrl-C)"
+        "--duration",
+        type=arguments.positive,
+        metavar="S",
+        help="stop after S seconds (default: Ctrl-C)",
     )
     parser.add_argument(
         "--port",
-        type=_port,
+        type=arguments.port,
         metavar="PORT",
         help="embedded broker port (default: the config's, 1883, or a free one if taken; "
         "0 = any free port)",
     )
     parser.add_argument(
         "--http-port",
-        type=_port,
+        type=arguments.port,
         metavar="PORT",
         help="metrics port (default: the config's, 9108, or a free one if taken)",
     )
@@ -183,40 +187,6 @@ def add_demo_parser(
         "--operator", metavar="NAME", help="who acknowledges (default: your login name)"
     )
     return parser
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number 0-65535")
-    return value
 
 
 def _free(host: str, port: int) -> bool:

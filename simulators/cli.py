@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Final
 
+from config import arguments
 from config.loader import ConfigError, load_config, with_overrides
 from config.model import Checkpoint, CheckpointClass, Config
 from protocols.contact_id import Family, family
@@ -238,47 +239,6 @@ silence, duplicate, corrupt, burst)"""
 # ------------------------------------------------------------------ argument types
 
 
-def _rate(text: str) -> float:
-    value = _float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction from 0 to 1")
-    return value
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
 def _ids(text: str) -> list[str]:
     ids = [part.strip() for part in text.split(",") if part.strip()]
     if not ids:
@@ -294,12 +254,12 @@ class _Skew:
 
 def _skew(text: str) -> _Skew:
     device, sep, seconds = text.rpartition("=")
-    return _Skew(device if sep else None, _float(seconds))
+    return _Skew(device if sep else None, arguments.number(seconds))
 
 
 def _burst(text: str) -> tuple[int, float]:
     count, sep, after = text.partition("@")
-    return _count(count), (_non_negative(after) if sep else 0.0)
+    return arguments.count(count), (arguments.non_negative(after) if sep else 0.0)
 
 
 def _silence(text: str) -> tuple[str, float]:
@@ -308,7 +268,7 @@ def _silence(text: str) -> tuple[str, float]:
         device, after = text, "0"
     if not device:
         raise argparse.ArgumentTypeError(f"{text!r} names no device")
-    return device, _non_negative(after)
+    return device, arguments.non_negative(after)
 
 
 # ------------------------------------------------------------------ the parser
@@ -356,21 +316,21 @@ def _common() -> argparse.ArgumentParser:
     faults = parent.add_argument_group(_FAULTS_HELP)
     faults.add_argument(
         "--duplicate",
-        type=_rate,
+        type=arguments.fraction,
         default=0.0,
         metavar="RATE",
         help="send this fraction of events twice (same bytes, same seq/id)",
     )
     faults.add_argument(
         "--duplicate-delay",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=0.0,
         metavar="S",
         help="seconds between an event and its duplicate (default 0)",
     )
     faults.add_argument(
         "--corrupt",
-        type=_rate,
+        type=arguments.fraction,
         default=0.0,
         metavar="RATE",
         help="flip bytes in this fraction of payloads; the gateway must dead-letter them",
@@ -449,18 +409,22 @@ def add_sim_parser(
     )
     who.add_argument("--part", type=int, default=1, metavar="N", help="partition 0-99 (default 1)")
     who.add_argument(
-        "--count", type=_count, default=1, metavar="N", help="rounds of --event (default 1)"
+        "--count",
+        type=arguments.count,
+        default=1,
+        metavar="N",
+        help="rounds of --event (default 1)",
     )
     who.add_argument(
         "--interval",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=1.0,
         metavar="S",
         help="seconds between one phone's sends (default 1)",
     )
     who.add_argument(
         "--spread",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=0.0,
         metavar="S",
         help="spread each round's phones at random over S seconds (default 0: all at once)",
@@ -485,7 +449,7 @@ def add_sim_parser(
     )
     waiting.add_argument(
         "--wait-timeout",
-        type=_positive,
+        type=arguments.positive,
         default=10.0,
         metavar="S",
         help="give up waiting S seconds after the last send (default 10)",
@@ -521,7 +485,7 @@ def add_sim_parser(
     _traffic(which)
     which.add_argument(
         "--duration",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=60.0,
         metavar="S",
         help="seconds to run (default 60; 0 = until Ctrl-C)",
@@ -539,21 +503,21 @@ def add_sim_parser(
     load = district.add_argument_group("load")
     load.add_argument(
         "--speed",
-        type=_positive,
+        type=arguments.positive,
         default=1.0,
         metavar="X",
         help="multiply every rate by X (default 1: the real district)",
     )
     load.add_argument(
         "--duration",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=60.0,
         metavar="S",
         help="seconds to run (default 60; 0 = until Ctrl-C)",
     )
     load.add_argument(
         "--alarm-rate",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=2.0,
         metavar="PER_MIN",
         help="real alarms and troubles per minute, district-wide (default 2)",
@@ -561,7 +525,7 @@ def add_sim_parser(
     load.add_argument(
         "--heartbeat-interval",
         dest="phone_heartbeat",
-        type=_positive,
+        type=arguments.positive,
         default=900.0,
         metavar="S",
         help="each phone's periodic test interval (default 900)",
@@ -579,7 +543,7 @@ def _traffic(
 ) -> None:
     group.add_argument(
         "--rate-scale",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=1.0,
         metavar="X",
         help="multiply every lane's pass rate by X (default 1)",
@@ -587,21 +551,21 @@ def _traffic(
     group.add_argument(
         heartbeat_flag,
         dest="checkpoint_heartbeat",
-        type=_positive,
+        type=arguments.positive,
         default=60.0,
         metavar="S",
         help="seconds between a checkpoint's heartbeats (default 60)",
     )
     group.add_argument(
         "--fault-rate",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=0.2,
         metavar="PER_H",
         help="faults per checkpoint per hour (default 0.2)",
     )
     group.add_argument(
         "--unread-rate",
-        type=_rate,
+        type=arguments.fraction,
         default=0.03,
         metavar="RATE",
         help="fraction of passes whose plate is not read (default 0.03)",
@@ -626,21 +590,21 @@ def _add_phone_serial(phone: argparse.ArgumentParser) -> None:
     )
     line.add_argument(
         "--split",
-        type=_rate,
+        type=arguments.fraction,
         default=0.0,
         metavar="RATE",
         help="write this fraction of frames in 2-3 pieces",
     )
     line.add_argument(
         "--merge",
-        type=_rate,
+        type=arguments.fraction,
         default=0.0,
         metavar="RATE",
         help="write this fraction of frames together with the previous frame, in one write",
     )
     line.add_argument(
         "--give-up",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=0.0,
         metavar="S",
         help="stop S seconds after the last send even if frames are unanswered "
@@ -672,7 +636,7 @@ def _add_receiver(devices: argparse._SubParsersAction[argparse.ArgumentParser]) 
     unit.add_argument("--line", default="100", metavar="LLL", help="line card number (default 100)")
     unit.add_argument(
         "--heartbeat",
-        type=_positive,
+        type=arguments.positive,
         default=30.0,
         metavar="S",
         help="seconds between heartbeats (default 30)",
@@ -687,18 +651,22 @@ def _add_receiver(devices: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--event", type=_ids, action="extend", metavar="NAME[,NAME...]", help="default: panic"
     )
     what.add_argument("--zone", type=int, metavar="N", help="zone or user (default 1, 0 system)")
-    what.add_argument("--count", type=_count, default=1, metavar="N", help="rounds (default 1)")
+    what.add_argument(
+        "--count", type=arguments.count, default=1, metavar="N", help="rounds (default 1)"
+    )
     what.add_argument(
         "--duration",
-        type=_non_negative,
+        type=arguments.non_negative,
         default=0.0,
         metavar="S",
         help="seconds to run (default 0: until every event is acknowledged)",
     )
     faults = receiver.add_argument_group("faults")
-    faults.add_argument("--corrupt", type=_rate, default=0.0, metavar="RATE", help="per byte")
     faults.add_argument(
-        "--duplicate", type=_rate, default=0.0, metavar="RATE", help="resend after ACK"
+        "--corrupt", type=arguments.fraction, default=0.0, metavar="RATE", help="per byte"
+    )
+    faults.add_argument(
+        "--duplicate", type=arguments.fraction, default=0.0, metavar="RATE", help="resend after ACK"
     )
     faults.add_argument("--seed", type=int, metavar="N", help="random seed")
 
