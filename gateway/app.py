@@ -45,7 +45,7 @@ from gateway.core.alarms import Alarm, AlarmState
 from gateway.core.intake import Acked, Intake, Refused
 from gateway.core.lanes import PASS_LANE, Queued
 from gateway.core.pipeline import Availability, Core, Dispatch, Outcome
-from gateway.core.routing import Channel
+from gateway.core.routing import Channel, Target
 from gateway.metrics import Metrics
 from protocols.frames import NakCode, encode_ack, encode_nak
 from protocols.payloads import deadletter_payload, encode
@@ -99,6 +99,7 @@ class Gateway:
         self.link: MqttLink | None = None
         self.broker_port: int | None = None
         self.http: HealthServer | None = None
+        self._egress_topics: dict[Target, str] = {}
         self._timers_changed = asyncio.Event()
         self._timer_target = float("inf")
         self._received = {
@@ -306,14 +307,17 @@ class Gateway:
             publishes.append(self._availability(availability.device_id, availability.online))
         for dispatch in dispatches:
             target = dispatch.target
-            if target.channel is Channel.PASSES:
-                topic = self.topics.passes(target.sink_kind, target.sink_id)
-                lane = PASS_LANE
-            else:
-                topic = self.topics.alarms(target.sink_kind, target.sink_id)
-                lane = int(dispatch.priority)
-            publishes.append((lane, Outgoing(topic, target.qos, dispatch=dispatch)))
+            lane = PASS_LANE if target.channel is Channel.PASSES else int(dispatch.priority)
+            publishes.append((lane, Outgoing(self._topic(target), target.qos, dispatch=dispatch)))
         return publishes
+
+    def _topic(self, target: Target) -> str:
+        """The egress topic of a target, built (and its ids checked) once per sink."""
+        topic = self._egress_topics.get(target)
+        if topic is None:
+            build = self.topics.passes if target.channel is Channel.PASSES else self.topics.alarms
+            topic = self._egress_topics[target] = build(target.sink_kind, target.sink_id)
+        return topic
 
     def _availability(self, device_id: str, online: bool) -> Publish:
         payload = _ONLINE if online else _OFFLINE
@@ -351,7 +355,8 @@ class Gateway:
                 stage=event.stage.value,
                 sinks=[f"{d.target.sink_kind}/{d.target.sink_id}" for d in outcome.dispatches],
             )
-        self._timers_moved()
+        if outcome.alarms or outcome.availability is not None:
+            self._timers_moved()  # only a new alarm or device can bring a deadline nearer
         return True
 
     async def _refused(self, refused: Refused, now: float) -> bool:
