@@ -514,9 +514,10 @@ class Gateway:
             m.device_to_dispatch.labels(dispatch.source.value).observe(now - dispatch.device_ts)
         if dispatch.target.channel is not Channel.ALARMS:
             return
-        alarm = self.core.dispatched(dispatch, now)
-        if alarm is not None and alarm.dispatched_at == now:
-            self.journal.alarm_changed(alarm, now)  # the ack clock starts here
+        # The ack clock starts at the first confirmation. It is not written down
+        # on its own (one store write fewer per alarm): after a restart an ack's
+        # latency counts from when the alarm was raised, a few ms earlier.
+        self.core.dispatched(dispatch, now)
         self.log.info(
             "alarm dispatched",
             alarm_id=dispatch.alarm_id,

@@ -12,8 +12,8 @@ written) it does not, and the device (or the broker, for MQTT) sends again.
 After a restart `recover()` puts back what was pending: dedup identities within
 the window, alarms with their escalation deadlines and acknowledgements, and
 every publish not yet confirmed, in lane-then-age order. Confirmations
-(`delivered`) and alarm changes (`alarm_changed`) are written without waiting:
-if one is lost in a crash the dispatch is sent again after the restart, and a
+(`delivered`) are written without waiting, gathered once per event-loop turn: if
+one is lost in a crash the dispatch is sent again after the restart, and a
 consumer sees a duplicate with the same `alarm_id` (CONTRACT.md allows it), never
 a loss.
 
@@ -72,6 +72,7 @@ class Journal:
         self.store = store
         self.outbox = outbox
         self._ids = itertools.count(1)
+        self._marks: list[Op] = []
 
     @property
     def durable(self) -> bool:
@@ -139,14 +140,21 @@ class Journal:
         return True
 
     def delivered(self, item: Outgoing, now: float) -> None:
-        """The broker confirmed `item`: mark it done (not waited for)."""
-        if self.store is not None and item.outbox_id is not None and self.store.writable:
-            _quiet(self.store.submit([OutboxDelivered(item.outbox_id, now)]))
+        """The broker confirmed `item`: mark it done (not waited for).
 
-    def alarm_changed(self, alarm: Alarm, now: float) -> None:
-        """An alarm was dispatched, acknowledged, escalated or cleared (not waited for)."""
+        Marks are gathered and handed to the store once per event-loop turn:
+        one submission for all the confirmations that arrived together.
+        """
+        if self.store is None or item.outbox_id is None:
+            return
+        if not self._marks:
+            asyncio.get_running_loop().call_soon(self._flush_marks)
+        self._marks.append(OutboxDelivered(item.outbox_id, now))
+
+    def _flush_marks(self) -> None:
+        marks, self._marks = self._marks, []
         if self.store is not None and self.store.writable:
-            _quiet(self.store.submit([_alarm_put(alarm, now)]))
+            _quiet(self.store.submit(marks))
 
     def _queue(self, publishes: Sequence[tuple[int, Outgoing]]) -> None:
         for lane, item in publishes:
