@@ -1,0 +1,225 @@
+"""Accounting for one step: what was owed, what arrived, how late. Pure.
+
+Every send owes a known set of sink messages (`bench.load`). A received message
+is matched by (topic, device id, event number):
+
+* the first match of an owed message is *delivered*; its latency is receipt time
+  minus the event's **scheduled** send time (not the actual send time, so a
+  generator or broker stall counts against the system, as in an open-loop test;
+  docs/benchmark.md "Method");
+* a second match is a *duplicate*;
+* a message whose event number belongs to this step but which was not owed
+  (an escalation, a wrong topic) is *unexpected*;
+* a message whose event number belongs to another step is *stale* (a late
+  arrival from an earlier step);
+* an owed message never matched by the end of the drain is *lost*.
+
+Where the system stamps its dispatches with `ingress_ts` and `dispatch_ts`,
+the latency of each delivered message is also split into three hops (same
+machine, same clock): *to ingress* (scheduled send until the system's handler
+took it: generator, broker queue, the system's receive window), *in system*
+(handler until the dispatch was encoded: decision, store, outbox queue) and *to
+sink* (the dispatch's publish, the broker, the sink).
+
+Percentiles are nearest-rank over the messages of events scheduled in the
+measured window (after the warm-up part of the step).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+from bench.load import Planned, step_of
+
+__all__ = ["Accounting", "Percentiles", "Received", "account", "percentiles"]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message the sink got: receipt time, topic, device id, event number.
+
+    `ingress_ts` and `dispatch_ts` are the system's own stamps from the
+    dispatched map (CONTRACT.md): when its handler took the message, and when
+    it encoded the dispatch. They split the latency into hops.
+    """
+
+    t: float
+    topic: str
+    device: str
+    number: int
+    escalated: bool = False
+    ingress_ts: float | None = None
+    dispatch_ts: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """Latency percentiles in milliseconds over `count` messages."""
+
+    count: int
+    p50: float
+    p99: float
+    p999: float
+    max: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain values for the JSON result file (ms, rounded to µs)."""
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def _rank(ordered: Sequence[float], fraction: float) -> float:
+    # Nearest rank: the smallest value with at least `fraction` of the values <= it.
+    index = max(0, math.ceil(fraction * len(ordered)) - 1)
+    return ordered[index]
+
+
+def percentiles(values: Iterable[float]) -> Percentiles | None:
+    """p50, p99, p99.9 and max of some latencies (ms); None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return Percentiles(
+        len(ordered),
+        _rank(ordered, 0.50),
+        _rank(ordered, 0.99),
+        _rank(ordered, 0.999),
+        ordered[-1],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Accounting:
+    """The outcome of one step."""
+
+    events: int
+    expected: int
+    delivered: int
+    lost: int
+    duplicates: int
+    unexpected: int
+    stale: int
+    latency: Percentiles | None
+    by_kind: dict[str, Percentiles]
+    lost_by_kind: dict[str, int]
+    delivered_per_s: float
+    """Owed messages received per second inside the measured window."""
+    expected_per_s: float
+    """Owed messages per second, by schedule, inside the measured window."""
+    last_receipt: float | None
+    """When the last owed message arrived (epoch), None if none did."""
+    worst_by_second: tuple[float, ...]
+    """The worst latency (ms) of the messages of each second of the schedule: stalls."""
+    hops_by_kind: dict[str, dict[str, Percentiles]]
+    """Per kind of event, percentiles of each hop (see the module docstring)."""
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain values for the JSON result file."""
+        return {
+            "events": self.events,
+            "expected_messages": self.expected,
+            "delivered": self.delivered,
+            "lost": self.lost,
+            "duplicates": self.duplicates,
+            "unexpected": self.unexpected,
+            "stale": self.stale,
+            "latency_ms": None if self.latency is None else self.latency.as_dict(),
+            "latency_ms_by_kind": {k: v.as_dict() for k, v in self.by_kind.items()},
+            "lost_by_kind": self.lost_by_kind,
+            "delivered_msgs_per_s": round(self.delivered_per_s, 1),
+            "expected_msgs_per_s": round(self.expected_per_s, 1),
+            "worst_ms_by_second": [round(v, 1) for v in self.worst_by_second],
+            "hops_ms_by_kind": {
+                kind: {hop: v.as_dict() for hop, v in hops.items()}
+                for kind, hops in self.hops_by_kind.items()
+            },
+        }
+
+
+def account(
+    planned: Sequence[Planned],
+    received: Iterable[Received],
+    *,
+    measure_from: float,
+    measure_to: float,
+) -> Accounting:
+    """Match what arrived against what `planned` owed (see the module docstring)."""
+    if measure_to <= measure_from:
+        raise ValueError("the measured window must not be empty")
+    owed: dict[tuple[str, str, int], Planned] = {}
+    step_ids = {step_of(p.number) for p in planned}
+    for item in planned:
+        for topic in item.expected:
+            owed[(topic, item.device, item.number)] = item
+    seen: set[tuple[str, str, int]] = set()
+    duplicates = unexpected = stale = 0
+    latencies: list[float] = []
+    by_kind: defaultdict[str, list[float]] = defaultdict(list)
+    delivered_in_window = 0
+    last_receipt: float | None = None
+    start = min((p.t for p in planned), default=0.0)
+    worst: defaultdict[int, float] = defaultdict(float)
+    hops: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+    for message in received:
+        key = (message.topic, message.device, message.number)
+        sent = owed.get(key)
+        if sent is None:
+            if step_of(message.number) in step_ids:
+                unexpected += 1
+            else:
+                stale += 1
+            continue
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        if last_receipt is None or message.t > last_receipt:
+            last_receipt = message.t
+        if measure_from <= message.t < measure_to:
+            delivered_in_window += 1
+        latency_ms = (message.t - sent.t) * 1000.0
+        second = int(sent.t - start)
+        worst[second] = max(worst[second], latency_ms)
+        if sent.t >= measure_from:
+            latencies.append(latency_ms)
+            by_kind[sent.kind.value].append(latency_ms)
+            if message.ingress_ts is not None and message.dispatch_ts is not None:
+                kind = sent.kind.value
+                hops[(kind, "to_ingress")].append((message.ingress_ts - sent.t) * 1000.0)
+                hops[(kind, "in_system")].append((message.dispatch_ts - message.ingress_ts) * 1e3)
+                hops[(kind, "to_sink")].append((message.t - message.dispatch_ts) * 1000.0)
+    lost_by_kind: defaultdict[str, int] = defaultdict(int)
+    for key, item in owed.items():
+        if key not in seen:
+            lost_by_kind[item.kind.value] += 1
+    window = measure_to - measure_from
+    expected_in_window = sum(len(p.expected) for p in planned if measure_from <= p.t < measure_to)
+    kind_percentiles: dict[str, Percentiles] = {}
+    for kind, values in sorted(by_kind.items()):
+        figures = percentiles(values)
+        if figures is not None:
+            kind_percentiles[kind] = figures
+    hops_by_kind: dict[str, dict[str, Percentiles]] = {}
+    for (kind, hop), values in sorted(hops.items()):
+        figures = percentiles(values)
+        if figures is not None:
+            hops_by_kind.setdefault(kind, {})[hop] = figures
+    return Accounting(
+        events=len(planned),
+        expected=len(owed),
+        delivered=len(seen),
+        lost=len(owed) - len(seen),
+        duplicates=duplicates,
+        unexpected=unexpected,
+        stale=stale,
+        latency=percentiles(latencies),
+        by_kind=kind_percentiles,
+        lost_by_kind=dict(lost_by_kind),
+        delivered_per_s=delivered_in_window / window,
+        expected_per_s=expected_in_window / window,
+        last_receipt=last_receipt,
+        worst_by_second=tuple(worst[s] for s in range(max(worst, default=-1) + 1)),
+        hops_by_kind=hops_by_kind,
+    )
