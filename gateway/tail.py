@@ -82,6 +82,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from config import arguments
 from config.loader import ConfigError, load_config, parse_broker_url, with_overrides
 from config.model import MqttSettings
 from gateway.adapters.mqtt import MQTT_V311, MqttError, MqttLink
@@ -1013,9 +1014,11 @@ def add_tail_parser(
     mode.add_argument(
         "--json", action="store_true", help="one JSON object per alarm (implies --plain)"
     )
-    mode.add_argument("--count", type=_count, metavar="N", help="stop after N alarms")
+    mode.add_argument("--count", type=arguments.count, metavar="N", help="stop after N alarms")
     mode.add_argument("--once", action="store_true", help="stop after the first alarm (--count 1)")
-    mode.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
+    mode.add_argument(
+        "--duration", type=arguments.positive, metavar="S", help="stop after S seconds"
+    )
     mode.add_argument(
         "--ack",
         metavar="ALARM_ID",
@@ -1023,32 +1026,12 @@ def add_tail_parser(
     )
     mode.add_argument(
         "--timeout",
-        type=_seconds,
+        type=arguments.positive,
         default=_CONNECT_TIMEOUT_S,
         metavar="S",
         help=f"--ack: give up after S seconds without the broker (default {_CONNECT_TIMEOUT_S:g})",
     )
     return parser
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds > 0")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
