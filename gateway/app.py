@@ -25,13 +25,14 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 
-from config.model import Config
+from config.model import Config, Priority
 from devices.events import Category, Source
 from devices.supervision import DeviceClass
 from gateway.adapters.embedded_broker import EmbeddedBroker
@@ -60,6 +61,8 @@ _RECEIVE_MAXIMUM = 500
 Maximum). Without it mosquitto pushes its whole backlog into the gateway under
 overload (measured: RSS 143 MB → 1.1 GB); with it the backlog waits in the broker,
 which is built to hold it, and the gateway's memory stays flat."""
+_TRAFFIC_RECEIVE_MAXIMUM = 200
+"""The checkpoint-traffic session's window: plate reads in flight at once."""
 _PUBLISHERS = 32
 """Concurrent confirmed publishes in flight: enough to hide the broker round trip."""
 _RETRY_S = 0.5
@@ -102,6 +105,7 @@ class Gateway:
         self.outbox = MemoryOutbox(clock=clock)
         self.journal = Journal(None, self.outbox)
         self.link: MqttLink | None = None
+        self.traffic_link: MqttLink | None = None
         self.broker_port: int | None = None
         self.http: HealthServer | None = None
         self._egress_topics: dict[Target, str] = {}
@@ -165,22 +169,37 @@ class Gateway:
                     port=port,
                 )
             self.broker_port = port
+            # Two sessions, so that alarms come first at ingress too: a broker
+            # queues each session's messages in order, and one session would put
+            # a panic behind every plate read queued before it. Phones, acks and
+            # every publish use the main session (with the Last Will); checkpoint
+            # traffic has its own, with a smaller in-flight window.
+            traffic = f"{self.topics.base}/in/checkpoint/+"
+            link_options: dict[str, Any] = {
+                "host": host,
+                "port": port,
+                "username": mqtt.username,
+                "password": mqtt.password,
+                "ssl_context": self._ssl_context(),
+                "keepalive_s": mqtt.keepalive_s,
+                "session_expiry_s": mqtt.session_expiry_s,
+                "on_message": self._on_message,
+                "logger": self.log,
+                "mqtt_version": EmbeddedBroker.mqtt_version if mqtt.embedded else None,
+            }
             self.link = MqttLink(
-                host=host,
-                port=port,
                 client_id=mqtt.client_id,
-                username=mqtt.username,
-                password=mqtt.password,
-                ssl_context=self._ssl_context(),
-                keepalive_s=mqtt.keepalive_s,
-                session_expiry_s=mqtt.session_expiry_s,
                 will=(self.topics.state, _OFFLINE),
-                subscriptions=self.topics.subscriptions(),
-                on_message=self._on_message,
+                subscriptions=[f for f in self.topics.subscriptions() if f != traffic],
                 on_connected=self._on_connected,
-                logger=self.log,
-                mqtt_version=EmbeddedBroker.mqtt_version if mqtt.embedded else None,
                 receive_maximum=_RECEIVE_MAXIMUM,
+                **link_options,
+            )
+            self.traffic_link = MqttLink(
+                client_id=f"{mqtt.client_id}-traffic",
+                subscriptions=[traffic],
+                receive_maximum=_TRAFFIC_RECEIVE_MAXIMUM,
+                **link_options,
             )
             self.http = HealthServer(
                 self.metrics.registry, self._readiness, self.config.http.host, self.config.http.port
@@ -189,6 +208,7 @@ class Gateway:
             stack.push_async_callback(self.http.close)
             async with anyio.create_task_group() as tg:
                 await self.link.start()
+                await self.traffic_link.start()
                 stack.push_async_callback(self._goodbye)
                 for n in range(_PUBLISHERS):
                     tg.start_soon(self._publisher, name=f"publisher-{n}")
@@ -237,6 +257,8 @@ class Gateway:
         if link is None:
             return
         with anyio.move_on_after(2.0, shield=True):
+            if self.traffic_link is not None:
+                await self.traffic_link.stop()
             if link.connected:
                 with contextlib.suppress(MqttNotConnected, MqttPublishError):
                     await link.publish(self.topics.state, _OFFLINE, qos=1, retain=True)
@@ -253,7 +275,12 @@ class Gateway:
 
     def _readiness(self) -> list[tuple[str, bool, str]]:
         link = self.link
-        connected = link is not None and link.connected
+        connected = (
+            link is not None
+            and link.connected
+            and self.traffic_link is not None
+            and self.traffic_link.connected
+        )
         store = self.journal.store
         if store is None:
             outbox = (True, f"{self.outbox.pending} pending, in memory only (durability off)")
@@ -345,6 +372,7 @@ class Gateway:
             seen=seen,
             alarms=outcome.alarms,
             now=self.clock(),
+            urgent=event.priority is Priority.LIFE_SAFETY and not outcome.duplicate,
         )
         if not stored:
             self.core.rollback(outcome)

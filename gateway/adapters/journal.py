@@ -116,8 +116,13 @@ class Journal:
         seen: Event | None,
         alarms: Iterable[Alarm],
         now: float,
+        urgent: bool = False,
     ) -> bool:
-        """Store, then queue `publishes` (lane, item); False if the store refused."""
+        """Store, then queue `publishes` (lane, item); False if the store refused.
+
+        `urgent` (life safety) commits ahead of the pending group: a panic never
+        waits behind a backlog of plate reads in the store either.
+        """
         store = self.store
         if store is None:
             self._queue(publishes)
@@ -133,7 +138,7 @@ class Journal:
             self._queue(publishes)
             return True
         try:
-            await store.submit(ops)
+            await store.submit(ops, urgent=urgent)
         except StoreUnavailable:
             return False
         self._queue(publishes)

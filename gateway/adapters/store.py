@@ -322,6 +322,7 @@ class Store:
         self._cond = threading.Condition(threading.Lock())
         self._batch: list[_Submission] = []
         self._batch_ops = 0
+        self._urgent: list[_Submission] = []
         self._first_at = 0.0
         self._jobs: deque[_Job] = deque()
         self._in_hand: list[asyncio.Future[Any]] = []  # taken by the writer, not yet settled
@@ -402,7 +403,7 @@ class Store:
         await self.aclose()
 
     # -- writes ----------------------------------------------------------------------
-    def submit(self, ops: Sequence[Op]) -> asyncio.Future[None]:
+    def submit(self, ops: Sequence[Op], *, urgent: bool = False) -> asyncio.Future[None]:
         """Queue `ops` for the next group commit; the future resolves once they are durable.
 
         Never blocks. Fails (the future, with StoreUnavailable) at once while the
@@ -411,6 +412,11 @@ class Store:
         A failure of a future nobody awaits is not reported as "never retrieved":
         fire-and-forget callers watch `writable` / `on_state_change` instead.
         Call it from the loop thread only.
+
+        `urgent` (life-safety alarms): committed in a small transaction of its
+        own as soon as the writer is free, ahead of the pending group; ordinary
+        groups are capped at `commit_max_batch` ops, so "as soon as the writer is
+        free" stays short even when the store is saturated.
         """
         loop = self._loop
         if loop is None:
@@ -423,6 +429,10 @@ class Store:
             refusal = self._refusal()
             if refusal is not None:
                 _fail(future, StoreUnavailable(refusal))
+                return future
+            if urgent:
+                self._urgent.append((ops, future))
+                self._cond.notify()
                 return future
             if not self._batch:
                 self._first_at = time.monotonic()
@@ -611,19 +621,23 @@ class Store:
         job: _Job | None = None
         with self._cond:
             while True:
-                if self._stopping and not self._batch and not self._jobs:
+                if self._stopping and not self._batch and not self._jobs and not self._urgent:
                     return False
                 if not self._writable:
-                    batch, self._batch, self._batch_ops = self._batch, [], 0
+                    batch = self._urgent + self._batch
+                    self._urgent, self._batch, self._batch_ops = [], [], 0
                     jobs, self._jobs = list(self._jobs), deque()
                     break
                 jobs = []
+                if self._urgent:
+                    batch, self._urgent = self._urgent, []
+                    break
                 if self._batch and (
                     self._stopping
                     or self._batch_ops >= self._max_batch
                     or time.monotonic() >= self._first_at + self._interval
                 ):
-                    batch, self._batch, self._batch_ops = self._batch, [], 0
+                    batch = self._take_group()
                     job = self._jobs.popleft() if self._jobs else None
                     break
                 if self._jobs:
@@ -646,6 +660,21 @@ class Store:
             self._run_job(job)
         self._in_hand = []
         return True
+
+    def _take_group(self) -> list[_Submission]:
+        """The oldest pending submissions, up to `commit_max_batch` ops (at least one)."""
+        taken = 0
+        count = 0
+        for ops, _ in self._batch:
+            if count and taken + len(ops) > self._max_batch:
+                break
+            taken += len(ops)
+            count += 1
+        batch, self._batch = self._batch[:count], self._batch[count:]
+        self._batch_ops -= taken
+        if self._batch:
+            self._first_at = time.monotonic()
+        return batch
 
     def _refuse(self, batch: list[_Submission], jobs: list[_Job]) -> None:
         reason = self._last_error or "store not writable"
@@ -743,7 +772,7 @@ class Store:
             # Not `_stopping`: submissions keep failing fast with StoreUnavailable.
             self._writable = False
             self._last_error = reason
-            batch, self._batch = self._batch, []
+            batch, self._batch, self._urgent = self._urgent + self._batch, [], []
             jobs, self._jobs = list(self._jobs), deque()
         # What the writer held when it failed, then what was still queued.
         self._post(_fail_all, self._in_hand, reason)

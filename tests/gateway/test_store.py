@@ -11,6 +11,7 @@ full"), the same errors and code paths as a read-only mount or a full disk.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import sqlite3
 import tempfile
@@ -700,3 +701,31 @@ def test_any_grouping_reads_back_as_one_op_at_a_time(
         finally:
             store.close()
         assert got == _model(submissions)
+
+
+def test_urgent_submissions_jump_the_queue(tmp_path: Path) -> None:
+    """A life-safety submission commits ahead of a saturated queue of ordinary ones,
+    whose groups are capped at commit_max_batch ops."""
+
+    async def scenario() -> None:
+        async with Store(tmp_path / "gw.db", commit_interval_ms=50, commit_max_batch=2) as store:
+            order: list[str] = []
+            futures = []
+            for n in range(20):
+                future = store.submit([SeenOp(f"k{n}", None, "mqtt", 1.0)])
+                future.add_done_callback(functools.partial(_note, order, f"k{n}"))
+                futures.append(future)
+            urgent = store.submit([SeenOp("panic", None, "mqtt", 1.0)], urgent=True)
+            urgent.add_done_callback(functools.partial(_note, order, "panic"))
+            await asyncio.gather(*futures, urgent)
+            assert order.index("panic") < 4  # not behind the 20 ordinary ones
+            assert store.commits >= 10  # groups of at most 2 ops
+            assert {row.key for row in store.load_seen(0.0)} == {f"k{n}" for n in range(20)} | {
+                "panic"
+            }
+
+    asyncio.run(scenario())
+
+
+def _note(order: list[str], name: str, _future: object) -> None:
+    order.append(name)
