@@ -72,7 +72,8 @@ class Journal:
         self.store = store
         self.outbox = outbox
         self._ids = itertools.count(1)
-        self._marks: list[Op] = []
+        self._marks: list[int] = []
+        self._marked_at = 0.0
 
     @property
     def durable(self) -> bool:
@@ -113,12 +114,15 @@ class Journal:
         self,
         publishes: Sequence[tuple[int, Outgoing]],
         *,
-        seen: Event | None,
+        seen: Iterable[Event] = (),
         alarms: Iterable[Alarm],
         now: float,
         urgent: bool = False,
     ) -> bool:
         """Store, then queue `publishes` (lane, item); False if the store refused.
+
+        `seen`: the events whose dedup identities must outlive a restart. One
+        call may carry a whole batch of events: one submission, one commit.
 
         `urgent` (life safety) commits ahead of the pending group: a panic never
         waits behind a backlog of plate reads in the store either.
@@ -127,9 +131,9 @@ class Journal:
         if store is None:
             self._queue(publishes)
             return True
-        ops: list[Op] = []
-        if seen is not None:
-            ops.append(SeenOp(seen.dedup_key, seen.content_key, seen.transport.value, now))
+        ops: list[Op] = [
+            SeenOp(event.dedup_key, event.content_key, event.transport.value, now) for event in seen
+        ]
         for lane, item in publishes:
             item.outbox_id = next(self._ids)
             ops.append(self._outbox_add(item, lane, now))
@@ -154,12 +158,16 @@ class Journal:
             return
         if not self._marks:
             asyncio.get_running_loop().call_soon(self._flush_marks)
-        self._marks.append(OutboxDelivered(item.outbox_id, now))
+        self._marks.append(item.outbox_id)
+        self._marked_at = now
 
     def _flush_marks(self) -> None:
-        marks, self._marks = self._marks, []
+        # One time for the whole turn's marks (they differ by microseconds), so the
+        # store writes them with one statement.
+        ids, self._marks = self._marks, []
         if self.store is not None and self.store.writable:
-            _quiet(self.store.submit(marks))
+            at = self._marked_at
+            _quiet(self.store.submit([OutboxDelivered(outbox_id, at) for outbox_id in ids]))
 
     def _queue(self, publishes: Sequence[tuple[int, Outgoing]]) -> None:
         for lane, item in publishes:

@@ -159,6 +159,9 @@ _FLUSH_BYTES: Final = 256 * 1024
 # QoS 0 publishers wait when the transport buffers more than this.
 _HIGH_WATER: Final = 1024 * 1024
 _CLOSE_TIMEOUT_S: Final = 2.0
+# Bytes gmqtt parses per read (it asks for 64 KiB) on a batched link: about 150
+# messages of the benchmark's size, a couple of milliseconds of parsing.
+_READ_BYTES: Final = 16 * 1024
 
 
 def _check_gmqtt() -> None:
@@ -252,6 +255,7 @@ class _Window:
         self.size = size
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._broken = False
 
     async def acquire(self) -> None:
@@ -272,6 +276,31 @@ class _Window:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
 
+    @property
+    def room(self) -> int:
+        """Slots free now for `try_acquire` (0 once broken)."""
+        return 0 if self._broken or self._waiters else self._free
+
+    def try_acquire(self) -> bool:
+        """Take a slot without waiting; False if none is free."""
+        if self.room <= 0:
+            return False
+        self._free -= 1
+        return True
+
+    async def wait_room(self) -> None:
+        """Return once a slot is free (without taking it); raise if the window breaks."""
+        while not self.room:
+            if self._broken:
+                raise MqttPublishError("connection lost")
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._room_waiters.remove(waiter)
+
     def release(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -279,9 +308,17 @@ class _Window:
                 waiter.set_result(None)
                 return
         self._free = min(self.size, self._free + 1)
+        self._wake_room()
+
+    def _wake_room(self) -> None:
+        while self._room_waiters:
+            waiter = self._room_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
     def break_(self) -> None:
         self._broken = True
+        self._wake_room()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -324,6 +361,15 @@ class _Connection:
         # resends a session's unacknowledged messages right after CONNACK) wait
         # here, unacknowledged: a handler that publishes must find the link up.
         self._held: list[tuple[str, bytes, int | None]] | None = []
+        # Batch ingress (`on_batch`): messages not yet handed to a batch, how many
+        # are unacknowledged in all (inbox plus running batches), the scheduled
+        # start of the next batch, and the gate gmqtt's read loop waits at.
+        self.inbox: deque[tuple[str, bytes, int | None]] = deque()
+        self.unacked = 0
+        self.batches = 0
+        self.batch_handle: asyncio.Handle | None = None
+        self.read_gate = asyncio.Event()
+        self.read_gate.set()
         self._out: list[bytes | bytearray] = []
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
@@ -375,6 +421,8 @@ class _Connection:
         self._transport = connection._transport
         self._protocol = connection._protocol
         _set_nodelay(self._transport)
+        if link.batched:
+            self.gate_reads()
         # MQTT 5 §3.2.2.3.3: absent Receive Maximum means 65535. gmqtt's id
         # allocator hands out at most Receive Maximum - 1 ids at once.
         connack = self.client._package_handler._connack_properties
@@ -443,6 +491,7 @@ class _Connection:
             return
         self.lost_reason = reason
         self.lost.set()
+        self.read_gate.set()  # gmqtt's read loop must see the close, not wait at the gate
         if self.link._conn is self:
             self.link._connected.clear()  # wait_connected() must not return a dead link
         self.window.break_()
@@ -473,13 +522,43 @@ class _Connection:
         if self._held is not None:
             self._held.append((topic, payload, mid))
         else:
-            self.link._spawn_handler(self, topic, payload, mid)
+            self.link._accept(self, topic, payload, mid)
 
     def release_held(self) -> None:
         """Established: hand what arrived during the handshake to the handlers, in order."""
         held, self._held = self._held, None
         for topic, payload, mid in held or ():
-            self.link._spawn_handler(self, topic, payload, mid)
+            self.link._accept(self, topic, payload, mid)
+
+    def gate_reads(self) -> None:
+        """Make gmqtt's read loop wait at `read_gate` before each socket read.
+
+        gmqtt reads in a loop (64 KiB at a time) and hands every packet over at
+        once. While the gate is shut it parses nothing more; its StreamReader
+        fills and pauses the transport, TCP pushes back, and the backlog waits in
+        the broker rather than in our memory (mosquitto overshoots the Receive
+        Maximum, eclipse-mosquitto/mosquitto#2301).
+        """
+        protocol = self._protocol
+        read = protocol.read
+        gate = self.read_gate
+        link = self.link
+
+        async def gated_read(n: int = -1) -> bytes:
+            # gmqtt comes back here once every packet of its last read was handed
+            # over: the read's messages start their batch now, not a loop turn
+            # later, and the loop gets a turn before the next read is parsed (a
+            # buffered read returns without yielding), so one flooded session
+            # parses at most `_READ_BYTES` per turn.
+            if self.inbox:
+                link._start_batch(self)
+                await asyncio.sleep(0)
+            if not gate.is_set():
+                await gate.wait()
+            data: bytes = await read(_READ_BYTES if n < 0 else min(n, _READ_BYTES))
+            return data
+
+        protocol.read = gated_read
 
     def _on_puback(self, _cmd: int, packet: bytes) -> None:
         # Replaces MqttPackageHandler._handle_puback_packet, which ignores the
@@ -629,8 +708,10 @@ class MqttLink:
     """A self-healing MQTT connection that acknowledges after the handler and confirms publishes.
 
     `on_message(topic, payload)` is awaited for every message on `subscriptions`
-    (QoS 1); returning means "stored", raising means "not stored" (no PUBACK,
-    redelivery). `on_connected()` is awaited after every (re)connect, once
+    (QoS 1), one task each; returning means "stored", raising means "not stored"
+    (no PUBACK, redelivery). Or `on_batch(messages)` is awaited once for a batch
+    of (topic, payload) in arrival order: returning acknowledges them all,
+    raising none. `on_connected()` is awaited after every (re)connect, once
     resubscribed. Start with `start()` / `stop()`, `async with`, or
     `await task_group.start(link.run)`.
     """
@@ -641,7 +722,11 @@ class MqttLink:
         host: str,
         port: int,
         client_id: str,
-        on_message: Callable[[str, bytes], Awaitable[None]],
+        on_message: Callable[[str, bytes], Awaitable[None]] | None = None,
+        on_batch: Callable[[Sequence[tuple[str, bytes]]], Awaitable[None]] | None = None,
+        max_batch: int = 256,
+        max_unacked: int | None = None,
+        max_batches: int | None = None,
         on_connected: Callable[[], Awaitable[None]] | None = None,
         subscriptions: Sequence[str] = (),
         username: str | None = None,
@@ -660,6 +745,14 @@ class MqttLink:
     ) -> None:
         """Plain values only. `mqtt_version` None probes MQTT 5 then falls back to 3.1.1.
 
+        Batches (`on_batch`): each event-loop turn starts at most one batch of at
+        most `max_batch` messages, the oldest first, so one busy link cannot
+        hold the loop for longer than one batch takes; `max_batches` bounds the
+        batches running at once (None: no bound), which paces a link to what
+        its handler finishes instead of all the CPU it can take; with more than
+        `max_unacked` messages received and not yet acknowledged the link stops
+        reading its socket until batches finish (default 4 x `max_batch`).
+
         `receive_maximum` (MQTT 5) bounds how many unacknowledged messages the
         broker may have in flight to us, i.e. concurrent handlers; None leaves
         the protocol default (65535; mosquitto caps it at its
@@ -668,6 +761,12 @@ class MqttLink:
         """
         if not client_id:
             raise ValueError("a persistent session needs a client_id")
+        if (on_message is None) == (on_batch is None):
+            raise ValueError("give exactly one of on_message and on_batch")
+        if max_batch < 1 or (max_unacked is not None and max_unacked < max_batch):
+            raise ValueError("max_batch must be >= 1 and max_unacked >= max_batch")
+        if max_batches is not None and max_batches < 1:
+            raise ValueError("max_batches must be >= 1")
         if mqtt_version not in (None, MQTT_V5, MQTT_V311):
             raise ValueError(f"mqtt_version must be None, 4 or 5, got {mqtt_version!r}")
         if keepalive_s < 0 or not 0 <= session_expiry_s <= 0xFFFFFFFF:
@@ -697,6 +796,10 @@ class MqttLink:
         self.max_inflight = max_inflight
         self.log: _Logger = logger if logger is not None else structlog.get_logger("alarmgw.mqtt")
         self._on_message = on_message
+        self._on_batch = on_batch
+        self.max_batch = max_batch
+        self.max_unacked = max_unacked if max_unacked is not None else 4 * max_batch
+        self.max_batches = max_batches
         self._on_connected = on_connected
         self._forced_version = mqtt_version
         self._connect_timeout_s = connect_timeout_s
@@ -866,6 +969,49 @@ class MqttLink:
                 results.append(outcome)
         return results
 
+    @property
+    def room(self) -> int:
+        """QoS 1 publishes `try_publish` can send now (0 while not connected)."""
+        conn = self._conn
+        if conn is None or not conn.established or conn.lost.is_set():
+            return 0
+        return conn.window.room
+
+    async def wait_room(self) -> None:
+        """Return once `try_publish` can send a QoS 1 message.
+
+        Raises `MqttNotConnected` if the link is down now, `MqttPublishError` if
+        the connection is lost while waiting.
+        """
+        await self._ready().window.wait_room()
+
+    def try_publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> asyncio.Future[None] | None:
+        """Publish now, without waiting; None (nothing sent) if the window is full.
+
+        The future resolves as `publish()` returns or raises: on the broker's
+        PUBACK for QoS 1, at once for QoS 0. For a sender that keeps many
+        messages in flight without one task each (the gateway's outbox pump).
+        Raises `MqttNotConnected` if the link is down now.
+        """
+        _check_publish(topic, payload, qos)
+        conn = self._ready()
+        if qos == 0:
+            conn.send_publish(topic, bytes(payload), 0, retain)
+            done: asyncio.Future[None] = conn.loop.create_future()
+            done.set_result(None)
+            return done
+        if not conn.window.try_acquire():
+            return None
+        try:
+            waiter = conn.send_publish(topic, bytes(payload), 1, retain)
+        except BaseException:
+            conn.window.release()
+            raise
+        assert waiter is not None
+        return waiter
+
     def _ready(self) -> _Connection:
         conn = self._conn
         if conn is None or not conn.established or conn.lost.is_set():
@@ -873,6 +1019,71 @@ class MqttLink:
         return conn
 
     # -- receiving ------------------------------------------------------------------
+    @property
+    def batched(self) -> bool:
+        """Whether messages go to `on_batch` (else one `on_message` task each)."""
+        return self._on_batch is not None
+
+    def _accept(self, conn: _Connection, topic: str, payload: bytes, mid: int | None) -> None:
+        if self._on_batch is None:
+            self._spawn_handler(conn, topic, payload, mid)
+            return
+        conn.inbox.append((topic, payload, mid))
+        conn.unacked += 1
+        if conn.unacked >= self.max_unacked:
+            conn.read_gate.clear()
+        if conn.batch_handle is None:
+            conn.batch_handle = conn.loop.call_soon(self._start_batch, conn)
+
+    def _start_batch(self, conn: _Connection) -> None:
+        """Hand the oldest `max_batch` messages to one batch; the rest wait a loop turn."""
+        if conn.batch_handle is not None:
+            conn.batch_handle.cancel()
+            conn.batch_handle = None
+        inbox = conn.inbox
+        if conn.lost.is_set():
+            # Never acknowledged: the broker resends them on the next connection.
+            inbox.clear()
+            return
+        if not inbox or (self.max_batches is not None and conn.batches >= self.max_batches):
+            return  # the next batch to finish starts the next one
+        conn.batches += 1
+        batch = [inbox.popleft() for _ in range(min(len(inbox), self.max_batch))]
+        if inbox:
+            conn.batch_handle = conn.loop.call_soon(self._start_batch, conn)
+        task = conn.loop.create_task(self._handle_batch(conn, batch))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _handle_batch(
+        self, conn: _Connection, batch: list[tuple[str, bytes, int | None]]
+    ) -> None:
+        assert self._on_batch is not None
+        try:
+            await self._on_batch([(topic, payload) for topic, payload, _ in batch])
+        except Exception as error:  # noqa: BLE001 - any failure means "not stored": no PUBACK
+            self.log.error(
+                "mqtt.handler_failed",
+                messages=len(batch),
+                first_topic=batch[0][0],
+                error=repr(error),
+                action="not acknowledged; reconnecting so the broker redelivers",
+            )
+            if not conn.handler_failed:
+                conn.handler_failed = True
+                conn._signal_lost("message handler failed")
+            return
+        finally:
+            conn.unacked -= len(batch)
+            conn.batches -= 1
+            if conn.unacked < self.max_unacked // 2:
+                conn.read_gate.set()
+            if conn.inbox and conn.batch_handle is None:
+                conn.batch_handle = conn.loop.call_soon(self._start_batch, conn)
+        for _, _, mid in batch:
+            if mid is not None:
+                conn.send_puback(mid)
+
     def _spawn_handler(
         self, conn: _Connection, topic: str, payload: bytes, mid: int | None
     ) -> None:
@@ -881,6 +1092,7 @@ class MqttLink:
         task.add_done_callback(self._handlers.discard)
 
     async def _handle(self, conn: _Connection, topic: str, payload: bytes, mid: int | None) -> None:
+        assert self._on_message is not None
         try:
             await self._on_message(topic, payload)
         except Exception as error:  # noqa: BLE001 - any failure means "not stored": no PUBACK

@@ -1,10 +1,11 @@
 """Pending dispatches between the core's decision and the broker's confirmation.
 
 The in-memory half of the outbox: `Lanes` (gateway/core/lanes.py) decides the
-order; this class adds the waiting. Publisher tasks `await get()`; `put()`
-hands an item straight to one waiting publisher (no thundering herd: one
-waiter woken per item). A failed item is `defer`red and comes back at its
-retry time, ahead of newer items in its lane.
+order; this class adds the waiting. The publisher `await`s `get()` for the
+first item and takes what else is due with `get_nowait()`; `put()` wakes one
+waiting publisher (no thundering herd: one waiter woken per item). A failed
+item is `defer`red and comes back at its retry time, ahead of newer items in
+its lane.
 """
 
 from __future__ import annotations
@@ -68,13 +69,19 @@ class MemoryOutbox:
         """One item the broker confirmed."""
         self.in_flight -= 1
 
+    def get_nowait(self) -> Queued[Outgoing] | None:
+        """The next item to publish now, or None if nothing is due."""
+        queued = self.lanes.pop(self._clock())
+        if queued is not None:
+            self.in_flight += 1
+        return queued
+
     async def get(self) -> Queued[Outgoing]:
         """The next item to publish, waiting for one if need be."""
         loop = asyncio.get_running_loop()
         while True:
-            queued = self.lanes.pop(self._clock())
+            queued = self.get_nowait()
             if queued is not None:
-                self.in_flight += 1
                 return queued
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
