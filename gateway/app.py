@@ -2,18 +2,23 @@
 
 Wires the pure core (gateway/core) to the adapters: the MQTT link (ingress,
 acks, dispatch), the embedded demo broker, the serial lines, the durable store
-and the outbox with its publishers, the timers, the metrics/health HTTP server.
+and the outbox with its publishing pump, the timers, the metrics/health server.
 STYLE.md 7: each task is named, readiness is awaited (`task_status.started()`),
 shutdown is cancellation.
 
-The way of an event (DESIGN.md): a handler (MQTT message, serial record, native
-frame) decides through `Intake`; the outcome is written down by the `Journal`
-(dedup identity, every publish it owes, the alarms it raised) in one group
-commit; only then does the handler return, and only then does the device get
-its acknowledgement (MQTT 5 PUBACK after the handler, serial ACK); the
-publishers send each dispatch at QoS 1, count it done when the broker confirms,
-and mark it delivered. A store that cannot be written means no acknowledgement:
-the devices send again. Rejections go to the dead letter with their reason.
+The way of an event (DESIGN.md): a handler (a batch of MQTT messages, a serial
+record, a native frame) decides through `Intake`; the outcomes are written down
+by the `Journal` (dedup identities, every publish they owe, the alarms they
+raised) in one group commit; only then does the handler return, and only then
+do the devices get their acknowledgement (MQTT 5 PUBACKs after the handler,
+serial ACK); the pump sends each dispatch at QoS 1, best lane first, counts it
+done when the broker confirms, and marks it delivered.
+
+Alarms first at ingress: phones and acks have the main MQTT session, plate reads
+their own (`<client_id>-traffic`), whose batches are smaller and paced (two at
+a time), so a flood of passes waits in the broker, not in front of a panic. A
+store that cannot be written means no acknowledgement: the devices send again.
+Rejections go to the dead letter with their reason.
 """
 
 from __future__ import annotations

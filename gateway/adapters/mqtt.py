@@ -43,12 +43,26 @@ broker's in-flight slots (mosquitto's `max_inflight_messages`, 20 by default,
 is also its Receive Maximum towards us), the link recycles the connection with
 a clean DISCONNECT (reason 0: no Will, session kept) after backoff, and the
 broker redelivers. A cancelled handler (`stop()`) is not acknowledged either.
-Handlers run concurrently, one task per message, bounded by the broker's
-in-flight window (our `receive_maximum`; without it mosquitto uses its
-`max_inflight_messages`, 20). Measured: mosquitto 2.0.11 overshoots that window
-once PUBACKs flow while handlers are slow (181 concurrent handlers for a
-window of 100; known bookkeeping bugs, eclipse-mosquitto/mosquitto#2301), so
-handlers should be quick (decide, enqueue, return) and publish elsewhere.
+With `on_message`, handlers run concurrently, one task per message, bounded
+by the broker's in-flight window (our `receive_maximum`; without it mosquitto
+uses its `max_inflight_messages`, 20). Measured: mosquitto 2.0.11 overshoots
+that window once PUBACKs flow while handlers are slow (181 concurrent handlers
+for a window of 100; known bookkeeping bugs, eclipse-mosquitto/mosquitto#2301),
+so handlers should be quick (decide, enqueue, return) and publish elsewhere.
+
+**Batches (`on_batch`, what the gateway uses).** A task per message was a fifth
+of the gateway's time under load, and nothing bounded how many plate reads the
+broker could push into memory (1.2 GB in the overload benchmark). So a batched
+link collects what one socket read brought and hands it to one `on_batch` call:
+at most `max_batch` messages, at most one new batch per event-loop turn, at
+most `max_batches` running; returning acknowledges the whole batch (PUBACKs in
+one write), raising none of it. gmqtt's read loop is given a gate
+(`_Connection.gate_reads`): it parses at most 16 KiB per loop turn, and stops
+reading while `max_unacked` messages are received and unacknowledged, so TCP
+pushes back and the backlog waits in the broker. A flood on one session then
+takes one short batch per loop turn, and the other session's messages (the
+gateway's alarms) get a turn in between.
+
 PUBACKs go out in completion order (MQTT-4.6.0-2 asks for receive order;
 mosquitto and EMQX match PUBACKs by packet id, and ordering them would put a
 slow handler in front of every later acknowledgement). Messages that arrive
@@ -751,7 +765,9 @@ class MqttLink:
         batches running at once (None: no bound), which paces a link to what
         its handler finishes instead of all the CPU it can take; with more than
         `max_unacked` messages received and not yet acknowledged the link stops
-        reading its socket until batches finish (default 4 x `max_batch`).
+        reading its socket until batches bring it down to half (default 4 x
+        `max_batch`). A gate shut for 2 x `keepalive_s` makes gmqtt drop the
+        connection (it hears nothing meanwhile): the broker then redelivers.
 
         `receive_maximum` (MQTT 5) bounds how many unacknowledged messages the
         broker may have in flight to us, i.e. concurrent handlers; None leaves
@@ -1076,7 +1092,7 @@ class MqttLink:
         finally:
             conn.unacked -= len(batch)
             conn.batches -= 1
-            if conn.unacked < self.max_unacked // 2:
+            if conn.unacked <= self.max_unacked // 2:
                 conn.read_gate.set()
             if conn.inbox and conn.batch_handle is None:
                 conn.batch_handle = conn.loop.call_soon(self._start_batch, conn)
