@@ -93,7 +93,7 @@ def run_command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return 0
 
 
-_SWITCH_INTERVAL_S = 0.0005
+_SWITCH_INTERVAL_S = 0.0002
 
 
 def _share_the_gil() -> None:

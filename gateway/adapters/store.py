@@ -102,8 +102,8 @@ __all__ = [
     "StoreUnavailable",
 ]
 
-SCHEMA_VERSION: Final = 1
-"""The layout this module writes; a database with a newer one is refused."""
+SCHEMA_VERSION: Final = 2
+"""The layout this module writes; an older one is upgraded at open, a newer one refused."""
 
 _T = TypeVar("_T")
 
@@ -112,8 +112,8 @@ _SYNCHRONOUS = frozenset({"FULL", "NORMAL", "EXTRA"})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen(
-    key TEXT PRIMARY KEY, content TEXT, transport TEXT, ts REAL NOT NULL
-) WITHOUT ROWID;
+    key TEXT NOT NULL, content TEXT, transport TEXT, ts REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS seen_ts ON seen(ts);
 CREATE TABLE IF NOT EXISTS outbox(
     id INTEGER PRIMARY KEY, lane INTEGER NOT NULL, topic TEXT NOT NULL,
@@ -128,8 +128,13 @@ CREATE TABLE IF NOT EXISTS alarms(
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alarms_state ON alarms(state, updated);
 """
-# `seen` and `alarms` are WITHOUT ROWID: a text key is their only lookup, so one
-# B-tree, not two (measured: ~7% more events/s for the whole batch).
+# `seen` is an append-only log (schema 2): it is only ever appended to, read
+# back by time at start-up and pruned by time, never looked up by key (dedup is
+# in memory). Keyed by its text key (schema 1) every insert landed on a random
+# leaf page: 23.7 µs of CPU per row at 400,000 rows, against 3.2 µs appended
+# (docs/benchmark.md, "Findings"). A key seen twice has two rows;
+# `load_seen` keeps the latest. `alarms` is WITHOUT ROWID: a text key is its only
+# lookup, so one B-tree, not two.
 # `alarms_state` serves both start-up (load by state) and pruning (final states
 # by age); the deadline rides along in the row, escalation timing is in memory.
 
@@ -481,7 +486,7 @@ class Store:
             )
         if seen_before is not None:
             seen = await self._delete_chunks(
-                "DELETE FROM seen WHERE key IN (SELECT key FROM seen WHERE ts < ? LIMIT ?)",
+                "DELETE FROM seen WHERE rowid IN (SELECT rowid FROM seen WHERE ts < ? LIMIT ?)",
                 (seen_before,),
                 chunk,
             )
@@ -561,11 +566,14 @@ class Store:
         """Dedup identities recorded at or after `since`, oldest first."""
         rows = self.call(
             lambda c: c.execute(
-                "SELECT key, content, transport, ts FROM seen WHERE ts >= ? ORDER BY ts, key",
+                # The last row written for each key, as the upsert of schema 1 kept
+                # it (SQLite takes the bare columns from the row that gave max()).
+                "SELECT key, content, transport, ts, max(rowid) FROM seen WHERE ts >= ?"
+                " GROUP BY key ORDER BY ts, key",
                 (since,),
             ).fetchall()
         )
-        return [SeenRow(*row) for row in rows]
+        return [SeenRow(key, content, transport, ts) for key, content, transport, ts, _ in rows]
 
     def load_pending(self) -> list[OutboxRow]:
         """Outbox entries not yet delivered, by lane (priority) then id (age)."""
@@ -824,9 +832,19 @@ def _setup(conn: sqlite3.Connection, synchronous: str, busy_timeout_ms: int) -> 
         return mode
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if found == 1:
+            # Schema 1 kept `seen` keyed by its text key: move its rows to the log.
+            conn.execute("ALTER TABLE seen RENAME TO seen_v1")
+            conn.execute("DROP INDEX IF EXISTS seen_ts")
         # Statement by statement: executescript() would COMMIT before it starts.
         for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
             conn.execute(statement)
+        if found == 1:
+            conn.execute(
+                "INSERT INTO seen(key, content, transport, ts)"
+                " SELECT key, content, transport, ts FROM seen_v1 ORDER BY ts"
+            )
+            conn.execute("DROP TABLE seen_v1")
         conn.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
         )
@@ -842,7 +860,7 @@ def _apply(conn: sqlite3.Connection, ops: Iterable[Op]) -> None:
     """Write ops, a few multi-row statements per kind; see "Order inside a batch"."""
     seen: list[tuple[object, ...]] = []
     adds: list[tuple[object, ...]] = []
-    delivered: dict[float, list[int]] = {}
+    delivered: dict[int, float] = {}
     alarm_runs: list[tuple[str, list[tuple[object, ...]]]] = []
     for op in ops:
         if isinstance(op, OutboxAdd):
@@ -852,7 +870,7 @@ def _apply(conn: sqlite3.Connection, ops: Iterable[Op]) -> None:
         elif isinstance(op, SeenOp):
             seen.append((op.key, op.content, op.transport, op.ts))
         elif isinstance(op, OutboxDelivered):
-            delivered.setdefault(op.at, []).append(op.id)
+            delivered.setdefault(op.id, op.at)  # the first confirmation wins
         elif isinstance(op, AlarmPut):
             _run_of(alarm_runs, _SQL_ALARM_PUT).append(
                 (op.alarm_id, op.data, op.state, op.deadline, op.updated)
@@ -861,15 +879,23 @@ def _apply(conn: sqlite3.Connection, ops: Iterable[Op]) -> None:
             _run_of(alarm_runs, _SQL_ALARM_DELETE).append((op.alarm_id,))
         else:
             raise TypeError(f"not a store op: {op!r}")
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     if seen:
-        # An upsert: repeating a row changes nothing, so the last chunk is padded.
-        _insert_rows(conn, _SQL_SEEN_ROWS, seen, pad=True)
+        # Repeating a row adds a copy `load_seen` folds away: the tail is padded.
+        _insert_rows(conn, _SQL_SEEN_ROWS, seen, pad=True, limit=limit)
     if adds:
-        _insert_rows(conn, _SQL_ADD_ROWS, adds, pad=False)
-    for at, ids in delivered.items():
-        # Marking an id twice changes nothing either.
-        for chunk in _chunks(ids, 1, pad=True):
-            conn.execute(_delivered_sql(len(chunk)), (at, *chunk))
+        _insert_rows(conn, _SQL_ADD_ROWS, adds, pad=False, limit=limit)
+    if delivered:
+        if _UPDATE_FROM:
+            # Marking an id twice with the same time changes nothing either.
+            _insert_rows(conn, _SQL_DELIVERED_ROWS, list(delivered.items()), pad=True, limit=limit)
+        else:
+            by_time: dict[float, list[int]] = {}
+            for outbox_id, at in delivered.items():
+                by_time.setdefault(at, []).append(outbox_id)
+            for at, ids in by_time.items():
+                for chunk in _chunks(ids, 1, pad=True, max_values=limit - 1):
+                    conn.execute(_delivered_sql(len(chunk)), (at, *chunk))
     for sql, rows in alarm_runs:
         conn.executemany(sql, rows)
 
@@ -877,25 +903,38 @@ def _apply(conn: sqlite3.Connection, ops: Iterable[Op]) -> None:
 # Multi-row statements (see "Few statements per commit"): chunk sizes come from
 # a fixed ladder, so each table has a handful of distinct statements, prepared
 # once and then served from the connection's statement cache. No statement binds
-# more than 999 values, SQLite's limit before 3.32.
+# more values than the connection allows (999 before SQLite 3.32, 32766 since).
 _LADDER: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 _MAX_VALUES: Final = 999
+# UPDATE ... FROM (SQLite 3.33+) marks any number of rows, each with its own
+# time, in one statement; older SQLite gets one statement per distinct time.
+_UPDATE_FROM: Final = sqlite3.sqlite_version_info >= (3, 33, 0)
+_SQL_DELIVERED_ROWS: Final = (
+    "UPDATE outbox SET delivered = v.column2 FROM (VALUES",
+    "(?, ?)",
+    2,
+    ") AS v WHERE outbox.id = v.column1 AND outbox.delivered IS NULL",
+)
 _SQL_SEEN_ROWS: Final = (
-    "INSERT OR REPLACE INTO seen(key, content, transport, ts) VALUES",
+    "INSERT INTO seen(key, content, transport, ts) VALUES",
     "(?, ?, ?, ?)",
     4,
+    "",
 )
 _SQL_ADD_ROWS: Final = (
     "INSERT INTO outbox(id, lane, topic, qos, retain, data, meta, created, delivered) VALUES",
     "(?, ?, ?, ?, ?, ?, ?, ?, NULL)",  # outbox rows start undelivered
     8,
+    "",
 )
 
 
-def _chunks(rows: Sequence[_T], width: int, *, pad: bool) -> Iterable[Sequence[_T]]:
-    """`rows` cut to ladder sizes of at most 999 values; with `pad`, the tail is one
-    statement filled up with copies of its last row (for idempotent writes)."""
-    ladder = [n for n in _LADDER if n * width <= _MAX_VALUES]
+def _chunks(
+    rows: Sequence[_T], width: int, *, pad: bool, max_values: int = _MAX_VALUES
+) -> Iterable[Sequence[_T]]:
+    """`rows` cut to ladder sizes of at most `max_values` values; with `pad`, the
+    tail is one statement filled up with copies of its last row (for idempotent writes)."""
+    ladder = [n for n in _LADDER if n * width <= max_values] or [1]
     start = 0
     while start < len(rows):
         left = len(rows) - start
@@ -912,19 +951,21 @@ def _chunks(rows: Sequence[_T], width: int, *, pad: bool) -> Iterable[Sequence[_
 
 def _insert_rows(
     conn: sqlite3.Connection,
-    statement: tuple[str, str, int],
+    statement: tuple[str, str, int, str],
     rows: list[tuple[object, ...]],
     *,
     pad: bool,
+    limit: int = _MAX_VALUES,
 ) -> None:
-    head, row, width = statement
-    for chunk in _chunks(rows, width, pad=pad):
-        conn.execute(_rows_sql(head, row, len(chunk)), [value for r in chunk for value in r])
+    head, row, width, tail = statement
+    for chunk in _chunks(rows, width, pad=pad, max_values=limit):
+        sql = _rows_sql(head, row, len(chunk), tail)
+        conn.execute(sql, [value for r in chunk for value in r])
 
 
 @functools.cache
-def _rows_sql(head: str, row: str, n: int) -> str:
-    return f"{head} {', '.join([row] * n)}"
+def _rows_sql(head: str, row: str, n: int, tail: str) -> str:
+    return f"{head} {', '.join([row] * n)} {tail}"
 
 
 @functools.cache

@@ -536,6 +536,56 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         conn.close()
 
 
+_SCHEMA_1_SEEN = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE seen(
+    key TEXT PRIMARY KEY, content TEXT, transport TEXT, ts REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX seen_ts ON seen(ts);
+INSERT INTO meta(key, value) VALUES ('schema', 1);
+INSERT INTO seen VALUES ('k1', 'c1', 'mqtt', 10.0), ('k2', NULL, 'serial', 20.0);
+"""
+
+
+def test_a_schema_1_store_is_upgraded_and_keeps_its_dedup_rows(tmp_path: Path) -> None:
+    """Schema 1 kept `seen` keyed by text; opening it moves the rows to the append-only log."""
+    path = tmp_path / "gw.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA_1_SEEN)
+    conn.close()
+    store = Store(path)
+    try:
+        assert store.load_seen(0.0) == [
+            SeenRow("k1", "c1", "mqtt", 10.0),
+            SeenRow("k2", None, "serial", 20.0),
+        ]
+        schema = store.call(
+            lambda c: c.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        )
+        assert schema == (SCHEMA_VERSION,)
+        indexes = store.call(
+            lambda c: c.execute("SELECT name FROM sqlite_master WHERE tbl_name='seen'").fetchall()
+        )
+        assert sorted(name for (name,) in indexes) == ["seen", "seen_ts"]
+    finally:
+        store.close()
+
+
+def test_a_key_seen_twice_reads_back_once_as_last_written(tmp_path: Path) -> None:
+    """The log holds both rows; start-up gets the last one written, as the upsert did."""
+
+    async def scenario() -> None:
+        async with Store(tmp_path / "gw.db") as store:
+            await store.write([SeenOp("k", "first", "mqtt", 5.0)])
+            await store.write([SeenOp("k", "second", "serial", 5.0)])
+            assert store.load_seen(0.0) == [SeenRow("k", "second", "serial", 5.0)]
+            pruned = await store.prune(seen_before=6.0)
+            assert pruned.seen == 2
+            assert store.load_seen(0.0) == []
+
+    _run(scenario)
+
+
 def test_an_unreadable_file_is_refused(tmp_path: Path) -> None:
     """A file that is not a database fails at open, with SQLite's reason."""
     path = tmp_path / "gw.db"

@@ -261,7 +261,7 @@ def test_a_big_batch_takes_few_statements() -> None:
 
         # 700 = 5 x 128 + 60 (one padded tail); 700 = 10 x 64 + 60 = 32 + 16 + 8 + 4;
         # 700 = 2 x 256 + 188 (one padded tail).
-        assert count("INSERT OR REPLACE INTO seen") == 6
+        assert count("INSERT INTO seen") == 6
         assert count("INSERT INTO outbox") == 14
         assert count("UPDATE outbox SET delivered") == 3
 
