@@ -960,7 +960,7 @@ def _insert_rows(
     head, row, width, tail = statement
     for chunk in _chunks(rows, width, pad=pad, max_values=limit):
         sql = _rows_sql(head, row, len(chunk), tail)
-        conn.execute(sql, [value for r in chunk for value in r])
+        conn.execute(sql, list(itertools.chain.from_iterable(chunk)))
 
 
 @functools.cache
