@@ -142,13 +142,15 @@ async def _step(
     }
 
 
-async def _serve(connection: Connection, host: str, port: int, population: Population) -> None:
+async def _serve(
+    connection: Connection, host: str, port: int, population: Population, client_id: str
+) -> None:
     holder: list[_Window] = []
 
     def on_puback(packet_id: int) -> None:
         holder[0].acked(packet_id)
 
-    wire, broker_maximum = await open_wire(host, port, "bench-generator", on_puback=on_puback)
+    wire, broker_maximum = await open_wire(host, port, client_id, on_puback=on_puback)
     window = _Window(max(1, min(broker_maximum, _WINDOW_CAP)))
     holder.append(window)
     loop = asyncio.get_running_loop()
@@ -166,6 +168,12 @@ async def _serve(connection: Connection, host: str, port: int, population: Popul
         await wire.close()
 
 
-def generator_main(connection: Connection, host: str, port: int, population: Population) -> None:
+def generator_main(
+    connection: Connection,
+    host: str,
+    port: int,
+    population: Population,
+    client_id: str = "bench-generator",
+) -> None:
     """Process entry point: connect to the broker, then run steps as the pipe commands."""
-    asyncio.run(_serve(connection, host, port, population))
+    asyncio.run(_serve(connection, host, port, population, client_id))

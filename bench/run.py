@@ -241,6 +241,7 @@ class Session:
         broker, port = start_mosquitto(self.folder / "mosquitto", plan.inflight)
         stack.callback(broker.stop)
         self.broker = broker
+        self.broker_port = port
         self.http_port = free_port()
         store = self.folder / "store"
         # Runs after the system stopped (callbacks unwind last in, first out): the
@@ -263,6 +264,7 @@ class Session:
             "bench-generator", generator_main, "127.0.0.1", port, self.bench.population
         )
         stack.callback(self.generator.stop)
+        self._alarm_generator: _Worker | None = None
         self.rss = RssSampler(self.sut.pid)
         stack.callback(self.rss.stop)
 
@@ -314,6 +316,22 @@ class Session:
         if self.sut is not None:
             self.startup["exit_code"] = self.sut.stop()
 
+    @property
+    def alarm_generator(self) -> _Worker:
+        """A second generator with its own connection, for alarms sent apart (on demand)."""
+        if self._alarm_generator is None:
+            worker = _Worker(
+                "bench-generator-alarms",
+                generator_main,
+                "127.0.0.1",
+                self.broker_port,
+                self.bench.population,
+                "bench-generator-alarms",
+            )
+            self._stack.callback(worker.stop)
+            self._alarm_generator = worker
+        return self._alarm_generator
+
     # -- measuring -----------------------------------------------------------------
     def _cpu(self) -> dict[str, float]:
         assert self.sut is not None
@@ -323,7 +341,8 @@ class Session:
             "sut_main_thread": main,
             "sut_other_threads": others,
             "mosquitto": cpu_seconds(self.broker.pid),
-            "generator": cpu_seconds(self.generator.pid),
+            "generator": cpu_seconds(self.generator.pid)
+            + (0.0 if self._alarm_generator is None else cpu_seconds(self._alarm_generator.pid)),
             "sink": cpu_seconds(self.sink.pid),
         }
 
@@ -413,8 +432,16 @@ class Session:
         every_home_once: bool = False,
         drain_max_s: float | None = None,
         quiet_s: float | None = None,
+        apart: tuple[float, Mix] | None = None,
     ) -> Json:
-        """Run one step of offered load and account for it."""
+        """Run one step of offered load and account for it.
+
+        `apart` (rate, mix): more events in the same step from a second generator
+        on its own connection, as separate devices would send them (the overload's
+        panics: on the main generator's connection they would queue behind its
+        plate reads in one TCP stream and one in-flight window, which no field
+        device shares).
+        """
         plan = self.bench.plan
         drain_max = plan.drain_max_s if drain_max_s is None else drain_max_s
         quiet = plan.drain_quiet_s if quiet_s is None else quiet_s
@@ -434,12 +461,38 @@ class Session:
         )
         self.generator.send("step", spec)
         planned = schedule(spec, self.bench.population)
+        apart_spec: StepSpec | None = None
+        if apart is not None:
+            apart_rate, apart_mix = apart
+            apart_spec = StepSpec(
+                f"{name} (apart)",
+                apart_rate,
+                duration_s,
+                spec.t0,
+                plan.seed,
+                self.bench.next_id_base(),
+                apart_mix,
+                poisson,
+            )
+            self.alarm_generator.send("step", apart_spec)
+            planned = sorted(
+                planned + schedule(apart_spec, self.bench.population), key=lambda p: p.t
+            )
         ready = time.time()
         _sleep_until(spec.t0)
         cpu_a = self._cpu()
         _sleep_until(spec.t0 + duration_s)
         cpu_b = self._cpu()
         generated = self.generator.expect("done", duration_s + _PROCESS_TIMEOUT_S)
+        if apart_spec is not None:
+            apart_generated = self.alarm_generator.expect("done", duration_s + _PROCESS_TIMEOUT_S)
+            generated = {
+                **generated,
+                "sent": generated["sent"] + apart_generated["sent"],
+                "scheduled": generated["scheduled"] + apart_generated["scheduled"],
+                "error": generated["error"] or apart_generated["error"],
+                "apart": apart_generated,
+            }
         owed = expected_count(planned)
         self.sink.send("wait", owed, quiet, drain_max)
         waited = self.sink.expect("waited", drain_max + 30)
@@ -751,22 +804,19 @@ class Bench:
         plan = self.plan
         base = plan.overload_rate or sustainable or 2000.0
         pass_rate = 2 * base
-        mix = Mix(
-            heartbeat=0.0,
-            routed_pass=pass_rate,
-            unrouted_pass=0.0,
-            alarm=0.0,
-            panic=plan.panic_rate,
-        )
+        passes = Mix(heartbeat=0.0, routed_pass=1.0, unrouted_pass=0.0, alarm=0.0)
+        panics = Mix(heartbeat=0.0, routed_pass=0.0, unrouted_pass=0.0, alarm=0.0, panic=1.0)
         result = session.step(
             "overload: 2x passes + panics",
-            pass_rate + plan.panic_rate,
+            pass_rate,
             plan.overload_s,
             warm_s=0,
-            mix=mix,
+            mix=passes,
             drain_max_s=240.0,
             quiet_s=10.0,
+            apart=(plan.panic_rate, panics),
         )
+        result["offered_rate"] = pass_rate + plan.panic_rate
         result["sustainable_rate"] = base
         result["sustainable_from"] = (
             "--overload-rate"
