@@ -83,6 +83,10 @@ _MAX_UNACKED = 1024
 """Past this many received and unacknowledged messages a session stops reading its
 socket (mosquitto overshoots the Receive Maximum, #2301): the backlog waits in the
 broker, which is built to hold it, and the gateway's memory stays flat."""
+_PUMP_BURST = 32
+"""Free slots the pump waits for before it sends again: one wake-up per burst of
+confirmations instead of one per confirmation (a full window means PUBACKs are
+flowing, so 32 free up within a few milliseconds)."""
 _RETRY_S = 0.5
 _PRUNE_EVERY_S = 600.0
 _ONLINE = b"online"
@@ -596,7 +600,7 @@ class Gateway:
         while True:
             await link.wait_connected()
             try:
-                await link.wait_room()
+                await link.wait_room(_PUMP_BURST)
             except (MqttNotConnected, MqttPublishError):
                 continue
             queued: Queued[Outgoing] | None = await self.outbox.get()

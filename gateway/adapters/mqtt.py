@@ -273,7 +273,7 @@ class _Window:
         self.size = size
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._room_waiters: deque[asyncio.Future[None]] = deque()
+        self._room_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._broken = False
 
     async def acquire(self) -> None:
@@ -306,18 +306,21 @@ class _Window:
         self._free -= 1
         return True
 
-    async def wait_room(self) -> None:
-        """Return once a slot is free (without taking it); raise if the window breaks."""
-        while not self.room:
+    async def wait_room(self, at_least: int = 1) -> None:
+        """Return once `at_least` slots are free (capped at the window's size), taking
+        none; raise if the window breaks."""
+        need = max(1, min(at_least, self.size))
+        while self.room < need:
             if self._broken:
                 raise MqttPublishError("connection lost")
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._room_waiters.append(waiter)
+            entry = (need, waiter)
+            self._room_waiters.append(entry)
             try:
                 await waiter
             finally:
                 with contextlib.suppress(ValueError):
-                    self._room_waiters.remove(waiter)
+                    self._room_waiters.remove(entry)
 
     def release(self) -> None:
         while self._waiters:
@@ -329,9 +332,9 @@ class _Window:
         self._wake_room()
 
     def _wake_room(self) -> None:
-        while self._room_waiters:
-            waiter = self._room_waiters.popleft()
-            if not waiter.done():
+        room = self.room
+        for need, waiter in list(self._room_waiters):
+            if (need <= room or self._broken) and not waiter.done():
                 waiter.set_result(None)
 
     def break_(self) -> None:
@@ -1073,13 +1076,15 @@ class MqttLink:
             return 0
         return conn.window.room
 
-    async def wait_room(self) -> None:
-        """Return once `try_publish` can send a QoS 1 message.
+    async def wait_room(self, at_least: int = 1) -> None:
+        """Return once `try_publish` can send `at_least` QoS 1 messages (at most
+        the window's size): a sender that waits for a few slots at a time wakes
+        once per burst of PUBACKs, not once for each.
 
         Raises `MqttNotConnected` if the link is down now, `MqttPublishError` if
         the connection is lost while waiting.
         """
-        await self._ready().window.wait_room()
+        await self._ready().window.wait_room(at_least)
 
     def try_publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
