@@ -43,7 +43,7 @@ from devices.supervision import DeviceClass
 from gateway.adapters.embedded_broker import EmbeddedBroker
 from gateway.adapters.http import HealthServer
 from gateway.adapters.journal import Journal
-from gateway.adapters.mqtt import MqttLink, MqttNotConnected, MqttPublishError
+from gateway.adapters.mqtt import MqttError, MqttLink, MqttNotConnected, MqttPublishError
 from gateway.adapters.outbox import MemoryOutbox, Outgoing
 from gateway.adapters.serial_port import LineState, SerialLine
 from gateway.adapters.store import Store, StoreUnavailable
@@ -615,17 +615,20 @@ class Gateway:
         if dispatch is not None:
             payload = encode({**dispatch.body, "dispatch_ts": self.clock()})
         try:
-            confirmed = link.try_publish(item.topic, payload, qos=item.qos, retain=item.retain)
+            sent = link.send_nowait(
+                item.topic,
+                payload,
+                functools.partial(self._settled, queued),
+                qos=item.qos,
+                retain=item.retain,
+            )
         except (MqttNotConnected, MqttPublishError) as error:
             self._failed(queued, error)
             return
-        if confirmed is None:  # the window filled (cannot happen while we check `room`)
+        if not sent:  # the window filled (cannot happen while we check `room`)
             self.outbox.defer(queued, 0.0)
-            return
-        confirmed.add_done_callback(functools.partial(self._settled, queued))
 
-    def _settled(self, queued: Queued[Outgoing], confirmed: asyncio.Future[None]) -> None:
-        error = MqttPublishError("cancelled") if confirmed.cancelled() else confirmed.exception()
+    def _settled(self, queued: Queued[Outgoing], error: MqttError | None) -> None:
         if error is not None:
             self._failed(queued, error)
             return

@@ -109,16 +109,36 @@ def _share_the_gil() -> None:
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
 
 
+_YOUNG_THRESHOLD = 10_000
+
+
 def _settle_heap() -> None:
     """Keep the garbage collector's pauses off the dispatch path.
 
     A district's topology is a few hundred thousand long-lived objects; every
     full collection would walk all of them, measured here as 100-500 ms stalls
     under load (the benchmark's `GC max ms`). They never die, so they are moved
-    out of the collector's sight (`gc.freeze`, made for this), and the young
-    generation is collected less often: the hot path allocates short-lived,
-    acyclic values that reference counting frees anyway.
+    out of the collector's sight (`gc.freeze`, made for this).
+
+    Under load the gateway also keeps what it must remember for a while (open
+    alarms, dedup identities, queued passes): thousands of new long-lived
+    objects a second. A young collection walks every one still alive (50,000
+    of them took 20-28 ms, once every few seconds), and its survivors would make
+    the older generations' walks longer still. So after every collection the
+    survivors are frozen too: each collection walks at most the objects made
+    since the last one (10,000: a few milliseconds), and no walk ever grows with
+    the gateway's memory. Reference counting still frees frozen objects; what a
+    frozen object can no longer get is cycle collection, which the hot path does
+    not need (its values are acyclic; a cycle made and dropped within one
+    interval is still collected).
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 10)
+    gc.set_threshold(_YOUNG_THRESHOLD, 20, 10)
+    if _freeze_survivors not in gc.callbacks:
+        gc.callbacks.append(_freeze_survivors)
+
+
+def _freeze_survivors(phase: str, _info: dict[str, int]) -> None:
+    if phase == "stop":
+        gc.freeze()

@@ -376,7 +376,9 @@ class _Connection:
         self.handler_failed = False
         self.connected_at = 0.0
         self.window = _Window(1)
-        self.pending: dict[int, asyncio.Future[None]] = {}
+        # QoS 1 publishes awaiting their PUBACK: a future, or a callback that is
+        # called with None (confirmed) or the error (`MqttLink.send_nowait`).
+        self.pending: dict[int, asyncio.Future[None] | Callable[[MqttError | None], None]] = {}
         self._suback: dict[int, asyncio.Future[tuple[int, ...]]] = {}
         # Messages that arrive before the connection is established (the broker
         # resends a session's unacknowledged messages right after CONNACK) wait
@@ -519,8 +521,13 @@ class _Connection:
         self.window.break_()
         pending, self.pending = self.pending, {}
         for publish_waiter in pending.values():
-            if not publish_waiter.done():
-                publish_waiter.set_exception(MqttPublishError(f"{reason} before the PUBACK"))
+            error = MqttPublishError(f"{reason} before the PUBACK")
+            if isinstance(publish_waiter, asyncio.Future):
+                if not publish_waiter.done():
+                    publish_waiter.set_exception(error)
+            else:
+                # Not from inside gmqtt's packet handling, and in send order.
+                self.loop.call_soon(_settle_callback, publish_waiter, error)
         for suback_waiter in self._suback.values():
             if not suback_waiter.done():
                 suback_waiter.cancel()
@@ -641,14 +648,19 @@ class _Connection:
         if waiter is None:
             return
         self.window.release()
-        if waiter.done():
-            return
-        if reason >= _FAILURE:
-            waiter.set_exception(
-                MqttPublishError(
-                    f"broker refused the publish, reason 0x{reason:02x}", reason_code=reason
-                )
+        error = (
+            MqttPublishError(
+                f"broker refused the publish, reason 0x{reason:02x}", reason_code=reason
             )
+            if reason >= _FAILURE
+            else None
+        )
+        if not isinstance(waiter, asyncio.Future):
+            _settle_callback(waiter, error)
+        elif waiter.done():
+            return
+        elif error is not None:
+            waiter.set_exception(error)
         else:
             waiter.set_result(None)
 
@@ -687,9 +699,14 @@ class _Connection:
             self.write(_PUBACK.pack(_PUBACK_TYPE, 2, mid))
 
     def send_publish(
-        self, topic: str, payload: bytes, qos: int, retain: bool
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        on_done: Callable[[MqttError | None], None] | None = None,
     ) -> asyncio.Future[None] | None:
-        """Write one PUBLISH; for QoS 1 the future resolves on its PUBACK."""
+        """Write one PUBLISH; for QoS 1 the future (or `on_done`) settles on its PUBACK."""
         if self.lost.is_set() or not self.writable:
             raise MqttPublishError("connection lost before the publish was sent")
         # Built here (MQTT 5 §3.3, 3.1.1 §3.3): gmqtt's builder makes a Message,
@@ -698,6 +715,9 @@ class _Connection:
         mid = self._protocol.id_generator.next_id() if qos else 0
         self.write(_publish_packet(topic, payload, qos, retain, mid, v5=self.version == MQTT_V5))
         if qos == 0:
+            return None
+        if on_done is not None:
+            self.pending[mid] = on_done
             return None
         waiter: asyncio.Future[None] = self.loop.create_future()
         self.pending[mid] = waiter
@@ -763,6 +783,13 @@ def _publish_packet(
         head += b"\x00"  # property length 0
     fixed = 0x30 | (qos << 1) | (1 if retain else 0)
     return bytes((fixed, *_varint(len(head) + len(payload)))) + head + payload
+
+
+def _settle_callback(on_done: Callable[[MqttError | None], None], error: MqttError | None) -> None:
+    try:
+        on_done(error)
+    except Exception:  # noqa: BLE001 - a sender's bug must not break the link's reading
+        structlog.get_logger("alarmgw.mqtt").exception("mqtt.publish_callback_failed")
 
 
 def _varint(value: int) -> list[int]:
@@ -1112,6 +1139,38 @@ class MqttLink:
             raise
         assert waiter is not None
         return waiter
+
+    def send_nowait(
+        self,
+        topic: str,
+        payload: bytes,
+        on_done: Callable[[MqttError | None], None],
+        *,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> bool:
+        """`try_publish` without a future: `on_done(None)` on the PUBACK, or
+        `on_done(error)` if the broker refuses or the connection goes first.
+
+        False (nothing sent, `on_done` never called) if the window is full. The
+        callback runs from the link's packet handling: keep it short, never
+        raise. QoS 0 calls it on the next loop turn. Raises `MqttNotConnected`
+        if the link is down now.
+        """
+        _check_publish(topic, payload, qos)
+        conn = self._ready()
+        if qos == 0:
+            conn.send_publish(topic, bytes(payload), 0, retain)
+            conn.loop.call_soon(on_done, None)
+            return True
+        if not conn.window.try_acquire():
+            return False
+        try:
+            conn.send_publish(topic, bytes(payload), 1, retain, on_done)
+        except BaseException:
+            conn.window.release()
+            raise
+        return True
 
     def _ready(self) -> _Connection:
         conn = self._conn

@@ -193,9 +193,18 @@ class Core:
                 availability = Availability(device_class, event.device_id, online=True, at=now)
                 if back.last_seen is not None:
                     dispatches = self._raise_offline(back, now)
-        # Heartbeats only feed supervision: a repeated one changes nothing, and
-        # 130,000 phones' heartbeats would crowd every alarm out of dedup memory.
-        if event.category is not Category.HEARTBEAT and self.dedup.is_duplicate(event, now):
+        # Heartbeats only feed supervision (most of all traffic): never deduped
+        # (a repeated one changes nothing, and 130,000 phones' heartbeats would
+        # crowd every alarm out of dedup memory), never routed.
+        if event.category is Category.HEARTBEAT:
+            return Outcome(
+                event,
+                duplicate=False,
+                dispatches=dispatches,
+                availability=availability,
+                alarms=self._take_touched(),
+            )
+        if self.dedup.is_duplicate(event, now):
             return Outcome(
                 event,
                 duplicate=True,

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 from gateway.adapters.mqtt import (
     Backoff,
+    MqttError,
     MqttLink,
     MqttNotConnected,
     MqttPublishError,
@@ -413,6 +414,60 @@ def test_try_publish_fills_the_window_and_wait_room_follows_pubacks(tmp_path: Pa
             await sink.wait(lambda: len(sink.stored_payloads) >= 4)
             assert sorted(sink.stored_payloads) == [b"0", b"1", b"2", b"fast"]
         await no_tasks_left()
+
+    try:
+        run(scenario)
+    finally:
+        broker.kill()
+
+
+def test_send_nowait_calls_back_on_each_puback_and_on_loss(tmp_path: Path) -> None:
+    """send_nowait fills the window then returns False; each callback gets None once
+    the (frozen) broker acknowledges, wait_room(at_least) waits for that many slots,
+    and what is in flight when the broker dies gets the error."""
+    broker = broker_with(tmp_path, "max_inflight_messages 4")
+
+    async def scenario() -> None:
+        outcomes: list[tuple[int, MqttError | None]] = []
+        settled = asyncio.Event()
+
+        def done(n: int) -> Callable[[MqttError | None], None]:
+            def record(error: MqttError | None) -> None:
+                outcomes.append((n, error))
+                settled.set()
+
+            return record
+
+        async with plain_link(broker.port, "gw") as gateway:
+            broker.pause()
+            try:
+                assert [gateway.send_nowait("out/n", b"x", done(n)) for n in range(4)] == [
+                    True,
+                    True,
+                    True,
+                    False,
+                ]
+                three = asyncio.create_task(gateway.wait_room(3))
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                assert outcomes == []
+                assert not three.done()
+            finally:
+                broker.resume()
+            async with asyncio.timeout(_WAIT_S):
+                await three
+            assert sorted(outcomes) == [(0, None), (1, None), (2, None)]
+            outcomes.clear()
+            broker.pause()
+            assert gateway.send_nowait("out/n", b"y", done(9))
+            broker.kill()
+            settled.clear()
+            async with asyncio.timeout(_WAIT_S):
+                await settled.wait()
+            [(n, error)] = outcomes
+            assert n == 9
+            assert isinstance(error, MqttPublishError)
+            await gateway.stop()
 
     try:
         run(scenario)
