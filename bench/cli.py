@@ -1,6 +1,6 @@
 """`scripts/bench`: run the benchmark and write its results.
 
-    scripts/bench                      the full benchmark (about 12 minutes)
+    scripts/bench                      the full benchmark (about 15 minutes)
     scripts/bench --smoke              ~20 s: gateway and bare gmqtt relay at a low rate
     scripts/bench --profile 5000       the full run plus a py-spy profile of the gateway
     scripts/bench --systems gateway,relay-gmqtt --rates 1000,5000 --no-overload

@@ -116,7 +116,7 @@ REFERENCE: Final = "relay-gmqtt"
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What to run; the defaults are the full benchmark (about 12 minutes)."""
+    """What to run; the defaults are the full benchmark (about 15 minutes)."""
 
     systems: tuple[str, ...] = ("gateway", "gateway-volatile", "relay-gmqtt", "relay-aiomqtt")
     rates: tuple[int, ...] = DEFAULT_RATES

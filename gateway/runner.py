@@ -101,10 +101,10 @@ def _share_the_gil() -> None:
 
     The writer gives the GIL up around every SQLite step and waits up to the
     switch interval (5 ms by default) to get it back from a busy event loop; a
-    commit of a few statements then costs tens of milliseconds of waiting. At
-    0.5 ms the same commit waited 7 ms (gateway/adapters/store.py, "Few
-    statements per commit"); the loop thread is only asked to switch when the
-    writer actually waits.
+    commit of a few statements then costs about 10 ms of waiting. At 0.2 ms the
+    same commit took 1.2 ms (`python -m bench.store_probe`; gateway/adapters/
+    store.py, "Few statements per commit"); the loop thread is only asked to
+    switch when the writer actually waits.
     """
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
 

@@ -28,14 +28,15 @@ PUBACK (ack after store).
 statement step, and a thread that wants the GIL back while the event loop is
 busy waits up to the interpreter's switch interval (5 ms by default) for it: the
 "convoy effect". With one `executemany` row per step, a commit of 256 rows took
-322 ms (p50) next to a busy loop thread, against 0.3 ms alone. So rows are
+184 ms (p50) next to a busy loop thread (an fsync here takes 0.3 ms). So rows are
 written in multi-row statements of ladder sizes (a few statements per table per
-commit: 37 ms for the same commit), and the gateway lowers the switch interval
-to 0.5 ms (7 ms; `gateway/runner.py`). Measured with a spinning thread standing
-in for the loop: the worst case, not the usual one.
+commit: 10.7 ms for the same commit), and the gateway lowers the switch interval
+to 0.2 ms (1.2 ms; `gateway/runner.py`). Measured by `python -m
+bench.store_probe`, with a spinning thread standing in for the loop: the worst
+case, not the usual one.
 
 *Order inside a batch.* Ops of different tables are independent, so each kind is
-written with one `executemany`, in submission order: dedup identities, then
+written in its own statements, in submission order: dedup identities, then
 outbox adds, then delivered marks (a mark for an id added in the same batch must
 follow its add), then alarm upserts and deletes in their original order (runs of
 one kind are grouped; the last put of an alarm wins).
@@ -131,7 +132,7 @@ CREATE INDEX IF NOT EXISTS alarms_state ON alarms(state, updated);
 # `seen` is an append-only log (schema 2): it is only ever appended to, read
 # back by time at start-up and pruned by time, never looked up by key (dedup is
 # in memory). Keyed by its text key (schema 1) every insert landed on a random
-# leaf page: 23.7 µs of CPU per row at 400,000 rows, against 3.2 µs appended
+# leaf page: 20.9 µs of CPU per row at 400,000 rows, against 1.3 µs appended
 # (docs/benchmark.md, "Findings"). A key seen twice has two rows;
 # `load_seen` keeps the latest. `alarms` is WITHOUT ROWID: a text key is its only
 # lookup, so one B-tree, not two.
