@@ -571,6 +571,7 @@ class _Connection:
         original = connection.put_package
         v5 = self.version == MQTT_V5
         deliver = self._deliver
+        monotonic = time.monotonic
 
         def put_package(package: Package) -> None:
             cmd = package.cmd
@@ -578,25 +579,23 @@ class _Connection:
                 original(package)
                 return
             raw = package.data
-            end = 2 + ((raw[0] << 8) | raw[1])
-            topic = raw[2:end]
-            mid = None
-            if cmd & 0x06:
-                mid = (raw[end] << 8) | raw[end + 1]
-                end += 2
-            if v5:
-                if raw[end]:  # a properties block: gmqtt parses it
-                    original(package)
-                    return
-                end += 1
             try:
-                name = topic.decode("utf-8")
-            except UnicodeDecodeError:
+                end = 2 + ((raw[0] << 8) | raw[1])
+                name = raw[2:end].decode("utf-8")
+                mid = None
+                if cmd & 0x06:
+                    mid = (raw[end] << 8) | raw[end + 1]
+                    end += 2
+                # A properties block (v5) or an empty topic (a topic alias): gmqtt.
+                simple = not (v5 and raw[end]) and bool(name)
+            except (IndexError, UnicodeDecodeError):
+                simple = False  # a short or odd packet: gmqtt reports it its own way
+            if not simple:
                 original(package)
                 return
-            if not name:  # an empty topic means a topic alias: gmqtt resolves it
-                original(package)
-                return
+            if v5:
+                end += 1
+            connection._last_data_in = monotonic()  # gmqtt's keepalive watches this
             deliver(name, raw[end:], mid)
 
         connection.put_package = put_package
@@ -615,8 +614,6 @@ class _Connection:
         gate = self.read_gate
         link = self.link
 
-        connection = self.client._connection
-
         async def gated_read(n: int = -1) -> bytes:
             # gmqtt comes back here once every packet of its last read was handed
             # over: the read's messages start their batch now, not a loop turn
@@ -629,9 +626,6 @@ class _Connection:
             if not gate.is_set():
                 await gate.wait()
             data: bytes = await read(_READ_BYTES if n < 0 else min(n, _READ_BYTES))
-            # gmqtt's keepalive watches this; its per-packet update is bypassed
-            # for PUBLISH packets (_take_publishes).
-            connection._last_data_in = time.monotonic()
             return data
 
         protocol.read = gated_read

@@ -23,21 +23,24 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gmqtt
 import pytest
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
-from gmqtt.mqtt.package import PublishPacket
+from gmqtt.mqtt.package import Package, PublishPacket
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.adapters.mqtt import (
+    MQTT_V5,
+    MQTT_V311,
     Backoff,
     MqttError,
     MqttLink,
     MqttNotConnected,
     MqttPublishError,
+    _Connection,
     _publish_packet,
 )
 from tests.brokers import Mosquitto
@@ -541,3 +544,78 @@ def test_our_publish_packets_are_gmqtts(
     version = MQTTv50 if v5 else MQTTv311
     _, expected = PublishPacket.build_package(message, _Protocol(version, mid))
     assert _publish_packet(topic, payload, qos, retain, mid, v5=v5) == bytes(expected)
+
+
+class _Taker:
+    """What `_Connection._take_publishes` needs of its connection: a version and a sink."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.delivered: list[tuple[str, bytes, int | None]] = []
+
+    def _deliver(self, topic: str, payload: bytes, mid: int | None) -> None:
+        self.delivered.append((topic, payload, mid))
+
+
+class _GmqttSide:
+    """Stands for gmqtt's MQTTConnection: records what falls through to its own path."""
+
+    def __init__(self) -> None:
+        self.fell_through: list[Package] = []
+
+    def put_package(self, package: Package) -> None:
+        self.fell_through.append(package)
+
+
+def _split(packet: bytes) -> Package:
+    """A whole PUBLISH packet as gmqtt hands it over: the first byte and the rest."""
+    at = 1
+    while packet[at] & 0x80:
+        at += 1
+    return Package(packet[0], packet[at + 1 :])
+
+
+def _taking(version: int) -> tuple[_Taker, _GmqttSide]:
+    taker, gmqtt_side = _Taker(version), _GmqttSide()
+    _Connection._take_publishes(cast(Any, taker), cast(Any, gmqtt_side))
+    return taker, gmqtt_side
+
+
+@given(
+    topic=st.text(
+        st.characters(blacklist_categories=["Cs"], blacklist_characters="+#\x00"), min_size=1
+    ),
+    payload=st.binary(max_size=300),
+    qos=st.sampled_from([0, 1]),
+    mid=st.integers(1, 65_535),
+    v5=st.booleans(),
+)
+def test_plain_publishes_are_parsed_by_the_link(
+    topic: str, payload: bytes, qos: int, mid: int, v5: bool
+) -> None:
+    """A PUBLISH without properties reaches the link as (topic, payload, packet id)."""
+    taker, gmqtt_side = _taking(MQTT_V5 if v5 else MQTT_V311)
+    packet = _publish_packet(topic, payload, qos, False, mid, v5=v5)
+    gmqtt_side.put_package(_split(packet))  # now the link's parser
+    assert taker.delivered == [(topic, payload, mid if qos else None)]
+    assert gmqtt_side.fell_through == []
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        Package(0x32, b"\x00\x03a/b\x00\x07\x03\x23\x00\x01x"),  # v5 properties: topic alias
+        Package(0x32, b"\x00\x00\x00\x07\x00x"),  # empty topic (an alias)
+        Package(0x32, b"\x00\x09a/b"),  # topic length past the end
+        Package(0x32, b"\x00\x03a/b\x00"),  # packet id cut short
+        Package(0x30, b"\x00\x02\xff\xfex"),  # topic not UTF-8
+        Package(0x34, b"\x00\x03a/b\x00\x07\x00x"),  # QoS 2
+        Package(0x40, b"\x00\x07"),  # a PUBACK
+    ],
+)
+def test_anything_else_takes_gmqtts_path(package: Package) -> None:
+    """Properties, aliases, QoS 2, short or odd packets and other types go to gmqtt."""
+    taker, gmqtt_side = _taking(MQTT_V5)
+    gmqtt_side.put_package(package)
+    assert taker.delivered == []
+    assert gmqtt_side.fell_through == [package]
