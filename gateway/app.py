@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -172,6 +173,7 @@ class Gateway:
         m = self.metrics
         m.outbox_pending.set_function(lambda: self.outbox.pending)
         m.store_writable.set_function(lambda: 1 if self.journal.writable else 0)
+        m.gc_frozen.set_function(gc.get_freeze_count)
         for device_class in (DeviceClass.PHONE, DeviceClass.CHECKPOINT):
             m.devices_online.labels(device_class.value).set_function(
                 functools.partial(self.core.supervisor.online_count, device_class)

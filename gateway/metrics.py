@@ -124,6 +124,12 @@ class Metrics:
             "1 while the durable store accepts writes; 0 means devices are not acknowledged.",
             registry=registry,
         )
+        self.gc_frozen = Gauge(
+            "alarmgw_gc_frozen_objects",
+            "Objects moved out of the garbage collector's sight (gateway/runner.py freezes"
+            " each collection's survivors); one that only grows suggests leaked cycles.",
+            registry=registry,
+        )
         self.serial_answer_latency = Histogram(
             "alarmgw_serial_answer_seconds",
             "From a serial record's last byte to the gateway's ACK/NAK on the line.",

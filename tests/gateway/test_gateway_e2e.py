@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import time
 import urllib.request
@@ -250,6 +251,7 @@ def test_metrics_and_health_endpoints_follow_the_contract(
                 "alarmgw_escalations_total 0.0",
                 "alarmgw_outbox_pending",
                 'alarmgw_devices_online{kind="phone"} 1.0',
+                f"alarmgw_gc_frozen_objects {float(gc.get_freeze_count())}",
             ):
                 assert name in text, name
             assert await asyncio.to_thread(get, "/healthz") == (200, "ok\n")
