@@ -311,8 +311,13 @@ def test_a_duplicate_outbox_id_fails_only_its_own_submission() -> None:
     _run(scenario)
 
 
-def test_marks_at_different_times_in_one_batch_keep_their_own_times() -> None:
-    """Marks stamped at different times in one commit each land with their own time."""
+@pytest.mark.parametrize("update_from", [True, False], ids=["update-from", "sqlite-before-3.33"])
+def test_marks_at_different_times_in_one_batch_keep_their_own_times(
+    update_from: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marks stamped at different times in one commit each land with their own time,
+    with UPDATE ... FROM and with one statement per time (SQLite before 3.33)."""
+    monkeypatch.setattr(store_module, "_UPDATE_FROM", update_from)
 
     async def scenario() -> None:
         async with Store(":memory:", commit_interval_ms=_NEVER, commit_max_batch=9) as store:
