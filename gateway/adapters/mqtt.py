@@ -332,6 +332,8 @@ class _Window:
         self._wake_room()
 
     def _wake_room(self) -> None:
+        if not self._room_waiters:  # the usual case, once per PUBACK
+            return
         room = self.room
         for need, waiter in list(self._room_waiters):
             if (need <= room or self._broken) and not waiter.done():
@@ -717,6 +719,21 @@ class _Connection:
         self.pending[mid] = waiter
         return waiter
 
+    def send_in_slot(
+        self,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        on_done: Callable[[MqttError | None], None] | None = None,
+    ) -> asyncio.Future[None] | None:
+        """A QoS 1 PUBLISH in a window slot the caller took; the slot goes back if
+        the send fails. The future, or None when `on_done` settles it instead."""
+        try:
+            return self.send_publish(topic, payload, 1, retain, on_done)
+        except BaseException:
+            self.window.release()
+            raise
+
     async def drain(self) -> None:
         """Wait while the transport holds more than the high-water mark (QoS 0 backpressure)."""
         transport = self._transport
@@ -1039,11 +1056,7 @@ class MqttLink:
             await conn.drain()
             return
         await conn.window.acquire()
-        try:
-            waiter = conn.send_publish(topic, bytes(payload), 1, retain)
-        except BaseException:
-            conn.window.release()
-            raise
+        waiter = conn.send_in_slot(topic, bytes(payload), retain)
         assert waiter is not None
         await waiter
 
@@ -1061,15 +1074,9 @@ class MqttLink:
             try:
                 if message.qos == 1:
                     await conn.window.acquire()
-                    try:
-                        outcomes.append(
-                            conn.send_publish(
-                                message.topic, bytes(message.payload), 1, message.retain
-                            )
-                        )
-                    except BaseException:
-                        conn.window.release()
-                        raise
+                    outcomes.append(
+                        conn.send_in_slot(message.topic, bytes(message.payload), message.retain)
+                    )
                 else:
                     conn.send_publish(message.topic, bytes(message.payload), 0, message.retain)
                     outcomes.append(None)
@@ -1126,13 +1133,7 @@ class MqttLink:
             return done
         if not conn.window.try_acquire():
             return None
-        try:
-            waiter = conn.send_publish(topic, bytes(payload), 1, retain)
-        except BaseException:
-            conn.window.release()
-            raise
-        assert waiter is not None
-        return waiter
+        return conn.send_in_slot(topic, bytes(payload), retain)
 
     def send_nowait(
         self,
@@ -1159,11 +1160,7 @@ class MqttLink:
             return True
         if not conn.window.try_acquire():
             return False
-        try:
-            conn.send_publish(topic, bytes(payload), 1, retain, on_done)
-        except BaseException:
-            conn.window.release()
-            raise
+        conn.send_in_slot(topic, bytes(payload), retain, on_done)
         return True
 
     def _ready(self) -> _Connection:
