@@ -24,6 +24,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from protocols.payloads import unfrozen_builder
+
 __all__ = ["DeviceClass", "Supervisor", "Transition"]
 
 
@@ -51,6 +53,11 @@ class Transition:
     last_seen: float | None
 
 
+# A first message from each of 130,000 phones after a start builds one each: built
+# without the frozen cost, and as immutable (protocols.payloads.unfrozen_builder).
+_new_transition = unfrozen_builder(Transition)
+
+
 class Supervisor:
     """Tracks last-heard times per device and reports online/offline transitions."""
 
@@ -74,7 +81,8 @@ class Supervisor:
         online[device_id] = now
         # First message since start (last is None): supervised from now on.
         last = self._offline[device_class].pop(device_id, None)
-        return Transition(device_class, device_id, online=True, at=now, last_seen=last)
+        # Positional: keywords would cost a tenth of a microsecond per new device.
+        return _new_transition(device_class, device_id, True, now, last)  # noqa: FBT003
 
     def expire(self, now: float) -> list[Transition]:
         """Every device whose silence has outlasted its timeout, now offline."""
@@ -89,7 +97,7 @@ class Supervisor:
                 online.popitem(last=False)
                 offline[device_id] = last
                 gone.append(
-                    Transition(cls, device_id, online=False, at=last + timeout, last_seen=last)
+                    _new_transition(cls, device_id, online=False, at=last + timeout, last_seen=last)
                 )
         return gone
 

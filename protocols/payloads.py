@@ -28,6 +28,24 @@ Theory of operation (CONTRACT.md, "Ingress" and "Egress"):
    `kind` (`phone`/`checkpoint`) and `device`, the id that the MQTT path takes from
    the topic; `device` is validated exactly like a topic id.
 
+6. Each per-kind decoder first tries the common case in one pass: every key read
+   once, every check inline, no helper calls. Whatever that pass is not sure of
+   (a failure, but also an integer timestamp or a `fault`) goes to the checked
+   decoder, which reads key by key in contract order and so finds the first
+   failure and names it. The pass only ever accepts what the checked decoder
+   would accept, with the same values; tests hold the two together. The phone
+   pass also spares `decode_map`'s look at every key's type when the map holds
+   nothing but the contract keys it has just read as strings.
+7. Frozen dataclasses cost an `object.__setattr__` per field to build, because
+   their own `__setattr__` refuses the store. `unfrozen_builder(cls)` makes a
+   constructor without that cost: a private twin class with the same slots and a
+   plain generated `__init__` stores the fields, and then the instance's
+   `__class__` is set to `cls` (CPython allows that between classes of one
+   layout). The result *is* a `cls`, equal to one built the usual way and as
+   immutable. The messages here, `Event` and `Transition` (devices/), and the
+   core's outcomes, dispatches and targets are built this way. It lives here because
+   `protocols/` is the one room every other room may import (DESIGN.md).
+
 Decoding is on the hot path (about 10,000 events/s), so there is no schema library
 and no allocation beyond the decoded map and the result; error text is built only
 on the failure path. Decoders never raise on peer bytes: every refusal is a
@@ -38,12 +56,14 @@ The encoders produce the same maps for the egress, the simulators and the tests.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
-from collections.abc import Mapping
+import struct
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, ParamSpec, TypeAlias, TypeVar
 
 import msgpack
 
@@ -56,6 +76,7 @@ __all__ = [
     "AckMessage",
     "CheckpointEventType",
     "CheckpointMessage",
+    "PhoneFields",
     "PhoneMessage",
     "ack_payload",
     "checkpoint_payload",
@@ -65,10 +86,18 @@ __all__ = [
     "decode_map",
     "decode_native",
     "decode_phone",
+    "decode_phone_fields",
     "encode",
     "native_payload",
+    "packed_float",
+    "packed_str",
     "phone_payload",
+    "unfrozen_builder",
+    "with_packed_entries",
 ]
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 MAX_PAYLOAD: Final = 8192
 """Largest accepted payload in bytes; a contract map is well under 1 KiB."""
@@ -91,6 +120,53 @@ _JSON_WHITESPACE: Final = frozenset(b" \t\r\n")  # RFC 8259 section 2
 _JSON_OPEN: Final = 0x7B  # "{"
 _NATIVE_KINDS: Final = frozenset({"phone", "checkpoint"})
 _MISSING: Final = object()
+_INF: Final = math.inf
+_NEG_INF: Final = -math.inf
+
+
+def unfrozen_builder(cls: Callable[_P, _T]) -> Callable[_P, _T]:
+    """A constructor for the frozen, slotted dataclass `cls` without the frozen cost.
+
+    Same parameters, defaults and result as `cls(...)` (module docstring, point 7);
+    `cls` must have no `__post_init__` (it would not run) and only `init` fields.
+    Misuse raises TypeError when the builder is made, not when it is used.
+    """
+    params = getattr(cls, "__dataclass_params__", None)
+    if not isinstance(cls, type) or params is None or not params.frozen:
+        raise TypeError(f"{cls!r} is not a frozen dataclass")
+    name = cls.__name__
+    if "__slots__" not in cls.__dict__:
+        raise TypeError(f"{name} has no slots")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{name} has a __post_init__ the builder would skip")
+    fields = dataclasses.fields(cls)
+    if not all(f.init for f in fields):
+        raise TypeError(f"{name} has fields outside __init__")
+
+    def seal(self: object) -> None:
+        # The twin's __init__ has stored every slot: from now on it is a `cls`.
+        self.__class__ = cls
+
+    twin = dataclasses.make_dataclass(
+        f"_Unfrozen{name}",
+        [
+            (
+                f.name,
+                f.type,
+                dataclasses.field(default=f.default, default_factory=f.default_factory),
+            )
+            for f in fields
+        ],
+        namespace={"__post_init__": seal},
+        slots=True,
+        repr=False,
+        eq=False,
+        match_args=False,
+    )
+    if twin.__dict__["__slots__"] != cls.__dict__["__slots__"]:  # pragma: no cover - defensive
+        raise TypeError(f"{name}: the twin's slots differ")
+    built: Callable[_P, _T] = twin
+    return built
 
 
 class CheckpointEventType(enum.StrEnum):
@@ -102,6 +178,11 @@ class CheckpointEventType(enum.StrEnum):
 
 
 _EVENT_TYPES: Final = {member.value: member for member in CheckpointEventType}
+
+# Enum members the hot path uses, read once: in Python 3.11 `Enum.MEMBER` goes
+# through the enum metaclass's __getattr__ hook (50 ns); a module global is 8 ns.
+_PASS: Final = CheckpointEventType.PASS
+_HEARTBEAT: Final = CheckpointEventType.HEARTBEAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +215,17 @@ class CheckpointMessage:
     color: str | None = None
     img: str | None = None
     fault: str | None = None
+
+
+PhoneFields: TypeAlias = tuple[int, float, int, int, int, int]
+"""A phone message's values, as `PhoneMessage` has them: seq, ts, q, code, zone, part.
+
+What the MQTT hot path decodes into (`decode_phone_fields`): the household is
+the topic's, and a tuple is several times cheaper to build than a message.
+"""
+
+_new_phone = unfrozen_builder(PhoneMessage)
+_new_checkpoint = unfrozen_builder(CheckpointMessage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +385,26 @@ def _version(m: Mapping[str, object], raw: bytes, *, required: bool = True) -> R
 
 def decode_map(payload: bytes) -> dict[str, object] | Rejected:
     """Decode one MessagePack map, or one JSON object, filling the whole payload."""
+    m = _unpack_map(payload)
+    if isinstance(m, Rejected):
+        return m
+    bad = _key_problem(m, payload)
+    return m if bad is None else bad
+
+
+def _key_problem(keys: Iterable[object], payload: bytes) -> Rejected | None:
+    for key in keys:
+        if type(key) is not str:  # strict_map_key still lets bin keys through
+            return Rejected(
+                Reason.WRONG_TYPE, bytes(payload), f"map keys must be strings, got {_show(key)}"
+            )
+    return None
+
+
+def _unpack_map(payload: bytes) -> dict[str, object] | Rejected:
+    # `decode_map` without the check of the keys' type (`_key_problem`): the
+    # phone decoder can often tell it is not needed (see `_phone`), so until
+    # then the `str` in the annotation is a promise still to be kept.
     size = len(payload)
     if size > MAX_PAYLOAD:
         return Rejected(
@@ -304,33 +416,37 @@ def decode_map(payload: bytes) -> dict[str, object] | Rejected:
     if first == _JSON_OPEN or (first in _JSON_WHITESPACE and payload.lstrip()[:1] == b"{"):
         return _decode_json(payload)
     try:
-        # The limits bound what a hostile header can make the unpacker allocate; the
-        # payload is already at most MAX_PAYLOAD, so no honest length exceeds them.
-        obj = msgpack.unpackb(
-            payload,
-            raw=False,
-            strict_map_key=True,
-            max_str_len=MAX_PAYLOAD,
-            max_bin_len=MAX_PAYLOAD,
-            max_array_len=MAX_PAYLOAD,
-            max_map_len=MAX_PAYLOAD // 2,
-            max_ext_len=MAX_PAYLOAD,
-        )
-    except msgpack.ExtraData:
-        return Rejected(
-            Reason.BAD_ENCODING, bytes(payload), "trailing bytes after the MessagePack object"
-        )
-    except (ValueError, msgpack.UnpackException) as exc:
-        # ValueError covers FormatError, StackError, incomplete input, invalid UTF-8,
-        # over-limit lengths and non-string map keys.
-        return Rejected(Reason.BAD_ENCODING, bytes(payload), f"not MessagePack: {exc}"[:200])
+        # First without keywords, which cost a tenth of the call. msgpack (>= 1.0)
+        # then decodes str as str, refuses map keys other than str and bin, and
+        # bounds every length by the payload's own size: tighter than the limits
+        # below, yet never exceeded by a complete object. So this call accepts
+        # what the one below accepts, as the same object; whatever it refuses,
+        # the one below refuses with the text of our limits.
+        obj = msgpack.unpackb(payload)
+    except (ValueError, msgpack.UnpackException):
+        try:
+            # The limits bound what a hostile header can make the unpacker allocate;
+            # the payload is at most MAX_PAYLOAD, so no honest length exceeds them.
+            obj = msgpack.unpackb(
+                payload,
+                raw=False,
+                strict_map_key=True,
+                max_str_len=MAX_PAYLOAD,
+                max_bin_len=MAX_PAYLOAD,
+                max_array_len=MAX_PAYLOAD,
+                max_map_len=MAX_PAYLOAD // 2,
+                max_ext_len=MAX_PAYLOAD,
+            )
+        except msgpack.ExtraData:
+            return Rejected(
+                Reason.BAD_ENCODING, bytes(payload), "trailing bytes after the MessagePack object"
+            )
+        except (ValueError, msgpack.UnpackException) as exc:
+            # ValueError covers FormatError, StackError, incomplete input, invalid
+            # UTF-8, over-limit lengths and non-string map keys.
+            return Rejected(Reason.BAD_ENCODING, bytes(payload), f"not MessagePack: {exc}"[:200])
     if type(obj) is not dict:
         return Rejected(Reason.NOT_A_MAP, bytes(payload), f"expected a map, got {_type_name(obj)}")
-    for key in obj:
-        if type(key) is not str:  # strict_map_key still lets bin keys through
-            return Rejected(
-                Reason.WRONG_TYPE, bytes(payload), f"map keys must be strings, got {_show(key)}"
-            )
     return obj
 
 
@@ -354,6 +470,58 @@ def _decode_json(payload: bytes) -> dict[str, object] | Rejected:
 
 
 def _phone(household: str, m: Mapping[str, object], raw: bytes) -> PhoneMessage | Rejected:
+    fields = _phone_fields(m, raw)
+    if isinstance(fields, Rejected):
+        return fields
+    return _new_phone(household, *fields)
+
+
+def _phone_fields(m: Mapping[str, object], raw: bytes) -> PhoneFields | Rejected:
+    # The common case in one pass (module docstring, point 6); anything else,
+    # good or bad, is decided by `_phone_checked`.
+    try:
+        v = m["v"]
+        seq = m["seq"]
+        ts = m["ts"]
+        q = m["q"]
+        code = m["code"]
+        zone = m["zone"]
+    except KeyError:
+        return _phone_checked(m, raw)
+    part = m.get("part", _MISSING)
+    keys = 7  # how many keys of the map are known to be strings
+    if part is _MISSING:
+        part = 1
+        keys = 6
+    elif part is None:
+        part = 1
+    if (
+        type(v) is int
+        and v == VERSION
+        and type(seq) is int
+        and 0 <= seq <= _MAX_SEQ
+        and type(ts) is float
+        and _NEG_INF < ts < _INF
+        and type(q) is int
+        and q in _QUALIFIERS
+        and type(code) is int
+        and 100 <= code <= 999
+        and type(zone) is int
+        and 0 <= zone <= 999
+        and type(part) is int
+        and 0 <= part <= 99
+        # The contract keys just read are strings; if they are all the map has,
+        # no key can be of another type, and `_key_problem` need not look.
+        and (len(m) == keys or _key_problem(m, raw) is None)
+    ):
+        return seq, ts, q, code, zone, part
+    return _phone_checked(m, raw)
+
+
+def _phone_checked(m: Mapping[str, object], raw: bytes) -> PhoneFields | Rejected:
+    bad = _key_problem(m, raw)  # what `decode_map` refuses comes first
+    if bad is not None:
+        return bad
     # Only contract keys are read; unknown extra keys are ignored on purpose, for
     # forward compatibility with devices that speak a later minor addition.
     bad = _version(m, raw)
@@ -380,10 +548,72 @@ def _phone(household: str, m: Mapping[str, object], raw: bytes) -> PhoneMessage 
     if isinstance(part, Rejected):
         return part
     assert part is not None  # the default is 1
-    return PhoneMessage(household, seq, ts, q, code, zone, part)
+    return seq, ts, q, code, zone, part
 
 
 def _checkpoint(
+    checkpoint: str, m: Mapping[str, object], raw: bytes
+) -> CheckpointMessage | Rejected:
+    # The common cases, a pass and a heartbeat, in one pass (module docstring,
+    # point 6); anything else, good or bad, is decided by `_checkpoint_checked`.
+    try:
+        v = m["v"]
+        record_id = m["id"]
+        type_value = m["type"]
+        ts = m["ts"]
+    except KeyError:
+        return _checkpoint_checked(checkpoint, m, raw)
+    get = m.get
+    img = get("img")
+    if (
+        type(v) is int
+        and v == VERSION
+        and type(record_id) is str
+        and 1 <= len(record_id) <= _MAX_CHECKPOINT_ID
+        and type(type_value) is str
+        and type(ts) is float
+        and _NEG_INF < ts < _INF
+        and (img is None or (type(img) is str and len(img) <= _MAX_IMG))
+    ):
+        if type_value == "pass":
+            plate = get("plate")
+            conf = get("conf")
+            lane = get("lane")
+            direction = get("dir")
+            speed = get("speed")
+            vtype = get("vtype")
+            color = get("color")
+            if (
+                type(plate) is str
+                and len(plate) <= _MAX_PLATE
+                and type(conf) is float
+                and 0.0 <= conf <= 1.0
+                and (lane is None or (type(lane) is int and 0 <= lane <= _MAX_LANE))
+                and (direction is None or (type(direction) is str and direction in _DIRECTIONS))
+                and (speed is None or (type(speed) is float and 0.0 <= speed < _INF))
+                and (vtype is None or (type(vtype) is str and len(vtype) <= _MAX_SHORT_TEXT))
+                and (color is None or (type(color) is str and len(color) <= _MAX_SHORT_TEXT))
+            ):
+                return _new_checkpoint(
+                    checkpoint,
+                    record_id,
+                    _PASS,
+                    ts,
+                    plate,
+                    conf,
+                    lane,
+                    direction,
+                    speed,
+                    vtype,
+                    color,
+                    img,
+                )
+        elif type_value == "heartbeat":
+            return _new_checkpoint(checkpoint, record_id, _HEARTBEAT, ts, img=img)
+    return _checkpoint_checked(checkpoint, m, raw)
+
+
+def _checkpoint_checked(
     checkpoint: str, m: Mapping[str, object], raw: bytes
 ) -> CheckpointMessage | Rejected:
     bad = _version(m, raw)
@@ -407,12 +637,12 @@ def _checkpoint(
     if isinstance(img, Rejected):
         return img
     if event_type is CheckpointEventType.HEARTBEAT:
-        return CheckpointMessage(checkpoint, record_id, event_type, ts, img=img)
+        return _new_checkpoint(checkpoint, record_id, event_type, ts, img=img)
     if event_type is CheckpointEventType.FAULT:
         fault = _str(m, "fault", 0, _MAX_FAULT, raw)
         if isinstance(fault, Rejected):
             return fault
-        return CheckpointMessage(checkpoint, record_id, event_type, ts, img=img, fault=fault)
+        return _new_checkpoint(checkpoint, record_id, event_type, ts, img=img, fault=fault)
     plate = _str(m, "plate", 0, _MAX_PLATE, raw)
     if isinstance(plate, Rejected):
         return plate
@@ -437,7 +667,7 @@ def _checkpoint(
     color = _opt_str(m, "color", _MAX_SHORT_TEXT, raw)
     if isinstance(color, Rejected):
         return color
-    return CheckpointMessage(
+    return _new_checkpoint(
         checkpoint,
         record_id,
         event_type,
@@ -458,10 +688,21 @@ def decode_phone(household: str, payload: bytes) -> PhoneMessage | Rejected:
 
     `household` comes from a topic that `Topics.parse` has already validated.
     """
-    m = decode_map(payload)
+    fields = decode_phone_fields(payload)
+    if isinstance(fields, Rejected):
+        return fields
+    return _new_phone(household, *fields)
+
+
+def decode_phone_fields(payload: bytes) -> PhoneFields | Rejected:
+    """`decode_phone` without the message: its values, for the hot path (`PhoneFields`).
+
+    Refuses exactly what `decode_phone` refuses, with the same `Rejected`.
+    """
+    m = _unpack_map(payload)  # `_phone_fields` checks the keys' type when it must
     if isinstance(m, Rejected):
         return m
-    return _phone(household, m, payload)
+    return _phone_fields(m, payload)
 
 
 def decode_checkpoint(checkpoint: str, payload: bytes) -> CheckpointMessage | Rejected:
@@ -590,3 +831,45 @@ def deadletter_payload(rejected: Rejected, topic: str, ts: float) -> dict[str, o
         "ts": ts,
         "detail": rejected.detail,
     }
+
+
+# ------------------------------------------------------------ packed-map edits
+_FLOAT64 = struct.Struct(">Bd")
+
+
+def packed_str(value: str) -> bytes:
+    """One str packed as `encode` packs it (a map key, say)."""
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
+def packed_float(value: float) -> bytes:
+    """One float packed as `encode` packs it (float 64, as msgpack does by default)."""
+    return _FLOAT64.pack(0xCB, value)
+
+
+def with_packed_entries(packed_map: bytes, entries: bytes, count: int = 1) -> bytes:
+    """`packed_map` (one packed map) with `count` packed key/value pairs appended.
+
+    A map packed once can go out with a key added (the dispatch body gets its
+    `dispatch_ts` at send time) without packing it again: only the header's
+    count changes (fixmap up to 15 entries, map 16, map 32; MessagePack spec,
+    "map format family"). The caller makes sure the keys are new.
+    """
+    first = packed_map[0]
+    if 0x80 <= first <= 0x8F:
+        size, start = first & 0x0F, 1
+    elif first == 0xDE:
+        size, start = int.from_bytes(packed_map[1:3], "big"), 3
+    elif first == 0xDF:
+        size, start = int.from_bytes(packed_map[1:5], "big"), 5
+    else:
+        raise ValueError(f"not a packed map (first byte 0x{first:02x})")
+    size += count
+    if size <= 0x0F:
+        header = bytes((0x80 | size,))
+    elif size <= 0xFFFF:
+        header = b"\xde" + size.to_bytes(2, "big")
+    else:
+        header = b"\xdf" + size.to_bytes(4, "big")
+    return b"".join((header, memoryview(packed_map)[start:], entries))

@@ -46,7 +46,9 @@ class Deduplicator:
         self._cross_window = cross_path_window_s
         self._alarms: OrderedDict[str, float] = OrderedDict()
         self._traffic: OrderedDict[str, float] = OrderedDict()
-        self._content: OrderedDict[str, tuple[float, Transport]] = OrderedDict()
+        # Content key -> (when, the transport's value): a plain str, not the enum
+        # member, so that the collector can stop tracking the tuple.
+        self._content: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._alarms) + len(self._traffic)
@@ -62,8 +64,9 @@ class Deduplicator:
     def is_duplicate(self, event: Event, now: float) -> bool:
         """True for a repeat; False records the event as seen."""
         self._evict(now)
-        seen = self._partition(event.dedup_key)
-        if event.dedup_key in seen:
+        dedup_key = event.dedup_key
+        seen = self._traffic if dedup_key.startswith(TRAFFIC_PREFIX) else self._alarms
+        if dedup_key in seen:
             return True
         key = event.content_key
         if key is not None:
@@ -71,18 +74,19 @@ class Deduplicator:
             if (
                 earlier is not None
                 and now - earlier[0] <= self._cross_window
-                and (earlier[1] is not event.transport or not event.sequenced)
+                and (earlier[1] != event.transport or not event.sequenced)
             ):
                 # Remember this path's own identity too: its retransmission after
                 # the cross-path window is still the same event.
-                seen[event.dedup_key] = now
+                seen[dedup_key] = now
                 _bound(seen, self._max)
                 return True
-            self._content[key] = (now, event.transport)
+            self._content[key] = (now, event.transport._value_)
             self._content.move_to_end(key)
             _bound(self._content, self._max)
-        seen[event.dedup_key] = now
-        _bound(seen, self._max)
+        seen[dedup_key] = now
+        if len(seen) > self._max:
+            _bound(seen, self._max)
         return False
 
     def remember(
@@ -97,7 +101,7 @@ class Deduplicator:
         seen[dedup_key] = at
         _bound(seen, self._max)
         if content_key is not None and transport is not None:
-            self._content[content_key] = (at, transport)
+            self._content[content_key] = (at, transport._value_)
             _bound(self._content, self._max)
 
     def forget(self, dedup_key: str, content_key: str | None = None) -> None:
@@ -110,9 +114,12 @@ class Deduplicator:
         # Only the age bound here: the size bound is applied after an insert, so
         # that `max_entries` identities are remembered, not `max_entries - 1`.
         horizon = now - self._window
-        for seen in (self._alarms, self._traffic):
-            while seen and next(iter(seen.values())) < horizon:
-                seen.popitem(last=False)
+        seen = self._alarms
+        while seen and next(iter(seen.values())) < horizon:
+            seen.popitem(last=False)
+        seen = self._traffic
+        while seen and next(iter(seen.values())) < horizon:
+            seen.popitem(last=False)
         content = self._content
         cross_horizon = now - self._cross_window
         while content and next(iter(content.values()))[0] < cross_horizon:

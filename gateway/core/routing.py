@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from config.model import Config
 from devices.events import Category, Event
+from protocols.payloads import unfrozen_builder
 
 __all__ = ["Channel", "Router", "Target"]
 
@@ -45,6 +46,11 @@ class Target:
 
 _NOT_DISPATCHED = frozenset({Category.HEARTBEAT})
 _DEFAULT_WATCHLIST = ("township", "unit")
+_new_target = unfrozen_builder(Target)  # Target(...), without the frozen cost
+
+# Enum members the hot path uses, read once: in Python 3.11 `Enum.MEMBER` goes
+# through the enum metaclass's __getattr__ hook (50 ns); a module global is 8 ns.
+_PASS = Category.PASS
 
 
 class Router:
@@ -62,6 +68,11 @@ class Router:
         self._passes = dict(config.routing.passes)
         self._passes_qos = config.routing.passes_qos
         self._chain = tuple(config.escalation.chain)
+        # Each role's highest level on the chain (a role may appear twice).
+        self._chain_level = {role: level for level, role in enumerate(self._chain)}
+        self._pass_cache: dict[str, tuple[str, tuple[Target, ...]]] = {}
+        """Checkpoint id → (the township it was resolved for, its pass targets).
+        Bounded by the configuration: only configured checkpoints get here."""
 
     @property
     def chain(self) -> tuple[str, ...]:
@@ -70,50 +81,59 @@ class Router:
 
     def targets(self, event: Event) -> tuple[Target, ...]:
         """Every sink this event goes to, in policy order, without repeats."""
-        if event.category in _NOT_DISPATCHED:
-            return ()
-        if event.category is Category.PASS:
+        category = event.category
+        if category is _PASS:
             return self._pass_targets(event)
-        roles = self._roles.get(event.category, ())
-        found: list[Target] = []
+        if category in _NOT_DISPATCHED:
+            return ()
+        roles = self._roles.get(category, ())
+        sinks: list[tuple[str, str]] = []
         for role in roles:
-            target = self.resolve(role, event)
-            if target is not None and target not in found:
-                found.append(target)
-        if not found and roles:
+            sink = self._sink(role, event)
+            # Every target resolved here is on the alarms channel at QoS 1, so
+            # two are the same target exactly when their sinks are the same.
+            if sink is not None and sink not in sinks:
+                sinks.append(sink)
+        if not sinks:
+            if not roles:
+                return ()
             # Nothing applies (a checkpoint has no village): its township centre,
             # or for a district-wide device (a receiver line) the bureau.
-            found.append(
-                Target("township", event.township)
+            return (
+                (_new_target("township", event.township),)
                 if event.township
-                else Target("bureau", self._bureau)
+                else (_new_target("bureau", self._bureau),)
             )
-        return tuple(found)
+        return tuple([_new_target(kind, sink_id) for kind, sink_id in sinks])
 
     def resolve(self, role: str, event: Event) -> Target | None:
         """The sink playing `role` for this event's place, or None where none applies."""
-        sink: tuple[str, str] | None = None
+        sink = self._sink(role, event)
+        return None if sink is None else _new_target(sink[0], sink[1])
+
+    def _sink(self, role: str, event: Event) -> tuple[str, str] | None:
         if role == "village":
-            sink = None if event.village is None else ("village", event.village)
-        elif role == "township":
-            sink = ("township", event.township) if event.township else None
-        elif role == "group":
-            sink = None if event.group is None else ("group", event.group)
-        elif role == "station" and event.township:
+            return None if event.village is None else ("village", event.village)
+        if role == "township":
+            return ("township", event.township) if event.township else None
+        if role == "group":
+            return None if event.group is None else ("group", event.group)
+        if role == "station":
+            if not event.township:
+                return None
             station = self._topology.townships[event.township].station
-            sink = None if station is None else ("station", station)
-        elif role == "bureau":
-            sink = ("bureau", self._bureau)
-        elif role == "unit" and event.checkpoint is not None:
+            return None if station is None else ("station", station)
+        if role == "bureau":
+            return ("bureau", self._bureau)
+        if role == "unit" and event.checkpoint is not None:
             unit = self._topology.checkpoints[event.checkpoint].unit
-            sink = (unit.kind, unit.id)
-        return None if sink is None else Target(sink[0], sink[1])
+            return (unit.kind, unit.id)
+        return None
 
     def level(self, targets: tuple[Target, ...]) -> int:
         """The highest escalation level these targets reach (-1: none on the chain)."""
-        kinds = {t.sink_kind for t in targets}
-        reached = [i for i, role in enumerate(self._chain) if role in kinds]
-        return max(reached, default=-1)
+        chain_level = self._chain_level
+        return max([chain_level.get(t.sink_kind, -1) for t in targets], default=-1)
 
     def escalation_target(self, event: Event, level: int) -> Target | None:
         """The sink at chain `level` for this event, or None past the top."""
@@ -122,8 +142,15 @@ class Router:
         return self.resolve(self._chain[level], event)
 
     def _pass_targets(self, event: Event) -> tuple[Target, ...]:
-        assert event.checkpoint is not None
-        site = self._topology.checkpoints[event.checkpoint]
-        if not self._passes.get(site.cls, False):
-            return ()
-        return (Target("township", event.township, Channel.PASSES, self._passes_qos),)
+        checkpoint = event.checkpoint
+        assert checkpoint is not None
+        township = event.township
+        cached = self._pass_cache.get(checkpoint)
+        if cached is not None and cached[0] == township:
+            return cached[1]
+        site = self._topology.checkpoints[checkpoint]
+        found: tuple[Target, ...] = ()
+        if self._passes.get(site.cls, False):
+            found = (_new_target("township", township, Channel.PASSES, self._passes_qos),)
+        self._pass_cache[checkpoint] = (township, found)
+        return found

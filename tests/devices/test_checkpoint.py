@@ -9,9 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config.model import Priority
+from devices.checkpoint import checkpoint_event as checkpoint_event_of
 from devices.checkpoint import normalise_checkpoint, normalise_plate, watchlist_event
 from devices.events import Category, Event, Kind, Source, Stage, Transport
-from protocols.payloads import CheckpointEventType
+from protocols.payloads import CheckpointEventType, CheckpointMessage, checkpoint_payload
 from protocols.reasons import Reason, Rejected
 from tests.factories import (
     CP_A,
@@ -25,6 +26,7 @@ from tests.factories import (
     make_config,
     phone_event,
 )
+from tests.protocols.test_payloads import checkpoint_messages
 
 CONFIG = make_config()
 WATCHLIST = frozenset({WATCHED_PLATE})
@@ -182,3 +184,42 @@ def test_a_pass_without_a_plate_map_raises_nothing() -> None:
     passed = checkpoint_event(CONFIG, plate=WATCHED_PLATE)
     assert watchlist_event(dataclasses.replace(passed, event=None), WATCHLIST) is None
     assert watchlist_event(dataclasses.replace(passed, event={"id": "r-1"}), WATCHLIST) is None
+
+
+# ---------------------------------------------------------------- the hot path
+
+
+def _separators_dropped_the_slow_way(plate: str) -> str:
+    """The first implementation of `normalise_plate`, kept as the oracle of the fast one."""
+    compact = "".join(ch for ch in plate.upper() if ch not in " ·.-")
+    if len(compact) <= 2:
+        return compact
+    return compact[:2] + compact[2:].translate(str.maketrans("OI", "01"))
+
+
+@given(st.text(alphabet=st.sampled_from("苏京aAoOiI1 ·.-ßﬁ") | st.characters(), max_size=12))
+def test_normalise_plate_matches_the_character_filter(plate: str) -> None:
+    """Dropping separators with `str.translate` is dropping them one character at a time."""
+    assert normalise_plate(plate) == _separators_dropped_the_slow_way(plate)
+
+
+@given(checkpoint_messages(), st.sampled_from([CP_A, CP_B]))
+def test_checkpoint_event_map_is_the_contract_map_less_v(
+    message: CheckpointMessage, checkpoint: str
+) -> None:
+    """The event map has `checkpoint_payload`'s keys, values and order, without `v`."""
+    message = dataclasses.replace(message, checkpoint=checkpoint)
+    event = normalise_checkpoint(
+        message, CONFIG.topology, transport=Transport.SERIAL, ingress_ts=T0
+    )
+    assert isinstance(event, Event)
+    site = CONFIG.topology.checkpoints[checkpoint]
+    assert checkpoint_event_of(message, site, Transport.SERIAL, T0) == event
+    expected = {k: v for k, v in checkpoint_payload(message).items() if k != "v"}
+    assert list((event.event or {}).items()) == list(expected.items())
+    assert (event.device_id, event.checkpoint, event.township) == (
+        checkpoint,
+        checkpoint,
+        site.township,
+    )
+    assert event.dedup_key == f"cp/{checkpoint}/{message.id}"

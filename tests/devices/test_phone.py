@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from devices.phone import (
     normalise_phone,
     normalise_receiver_event,
 )
+from devices.phone import phone_event as hot_phone_event
 from protocols.reasons import Reason, Rejected
 from tests.factories import (
     ACCOUNT,
@@ -276,3 +279,61 @@ def test_both_paths_agree_on_what_happened(q: int, code: int, zone: int, part: i
         mqtt.priority,
         mqtt.stage,
     )
+
+
+_STAGE_OF = {1: Stage.NEW, 3: Stage.RESTORE, 6: Stage.STATUS}
+
+
+@given(
+    household=st.sampled_from([HOUSEHOLD, HOUSEHOLD_WEST]),
+    seq=st.integers(0, 2**63 - 1),
+    ts=st.floats(allow_nan=False, allow_infinity=False),
+    q=st.sampled_from([1, 3, 6]),
+    code=st.integers(100, 999),
+    zone=st.integers(0, 999),
+    part=st.integers(0, 99),
+    transport=st.sampled_from([Transport.MQTT, Transport.SERIAL]),
+)
+def test_the_hot_path_builds_the_event_the_rules_describe(
+    household: str,
+    seq: int,
+    ts: float,
+    q: int,
+    code: int,
+    zone: int,
+    part: int,
+    transport: Transport,
+) -> None:
+    """`phone_event` (the MQTT hot path) and `normalise_phone` give the Event the rules say."""
+    message = phone_message(household, seq=seq, ts=ts, q=q, code=code, zone=zone, part=part)
+    topology = CONFIG.topology
+    home = topology.households[household]
+    kind, category, priority = classify(code)
+    stage = _STAGE_OF[q]
+    if stage is not Stage.NEW and category is not Category.HEARTBEAT:
+        priority = Priority.INFO
+    expected = Event(
+        source=Source.PHONE,
+        transport=transport,
+        device_id=household,
+        kind=kind,
+        category=category,
+        priority=priority,
+        stage=stage,
+        dedup_key=f"ph/{household}/{seq}",
+        content_key=content_key(household, q, code, zone, part),
+        device_ts=ts,
+        ingress_ts=T0,
+        township=topology.villages[home.village].township,
+        village=home.village,
+        group=home.group,
+        household=household,
+        event={"seq": seq, "q": q, "code": code, "zone": zone, "part": part},
+    )
+    fast = hot_phone_event(home, (seq, ts, q, code, zone, part), topology, transport, T0)
+    general = normalise_phone(message, topology, transport=transport, ingress_ts=T0)
+    assert fast == general == expected
+    assert list(fast.event or {}) == ["seq", "q", "code", "zone", "part"]
+    assert type(fast) is Event
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.device_id = "h-other"  # type: ignore[misc]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 
@@ -29,7 +30,10 @@ from protocols.topics import Topics
 from tests.factories import (
     ACCOUNT,
     CP_A,
+    CP_B,
+    CP_C,
     HOUSEHOLD,
+    HOUSEHOLD_WEST,
     T0,
     WATCHED_PLATE,
     checkpoint_message,
@@ -342,3 +346,69 @@ def test_any_payload_on_any_ingress_topic_never_raises(payload: bytes) -> None:
     for topic in (TOPICS.phone_in(HOUSEHOLD), TOPICS.checkpoint_in(CP_A), TOPICS.ack("v", "x")):
         assert isinstance(gate.mqtt(topic, payload, T0), Outcome | Refused | Acked)
     assert isinstance(gate.native_frame(payload, T0, PORT), Outcome | Refused)
+
+
+# ---------------------------------------------------------------- the shortcut
+
+# A household whose id is not a topic level: its config turns the shortcut off
+# (gateway/core/intake.py), so the intake built from it takes the general path.
+_NOT_A_LEVEL = "h/odd"
+
+
+def _general_intake() -> Intake:
+    config = make_config()
+    odd = dataclasses.replace(config.households[0], id=_NOT_A_LEVEL, accounts=())
+    return Intake(Core(make_config(households=(*config.households, odd))), TOPICS)
+
+
+def test_a_configured_id_that_is_not_a_topic_level_is_refused_by_its_topic() -> None:
+    """Such an id turns the shortcut off: its topic is still parsed, and refused."""
+    payload = encode(phone_payload(phone_message(_NOT_A_LEVEL)))
+    result = refused(_general_intake().mqtt(f"alarmgw/in/phone/{_NOT_A_LEVEL}", payload, T0))
+    assert result.rejected.reason is Reason.BAD_TOPIC
+
+
+_phone_maps = st.builds(
+    lambda seq, q, code, zone, extra: {
+        "v": 1, "seq": seq, "ts": T0, "q": q, "code": code, "zone": zone, "part": 1, **extra
+    },
+    st.integers(0, 5),
+    st.sampled_from([1, 3, 6]),
+    st.sampled_from([602, 120, 130, 301, 137, 401]),
+    st.integers(0, 3),
+    st.dictionaries(st.sampled_from(["v", "seq", "ts", "q", "part", "x"]),
+                    st.none() | st.integers(-1, 2) | st.text(max_size=2), max_size=2),
+)  # fmt: skip
+_pass_maps = st.builds(
+    lambda record, plate, kind, extra: {
+        "v": 1, "id": record, "type": kind, "ts": T0, "plate": plate, "conf": 0.9, **extra
+    },
+    st.sampled_from(["r-1", "r-2", ""]),
+    st.sampled_from(["苏B67890", WATCHED_PLATE, "苏a 12345"]),
+    st.sampled_from(["pass", "heartbeat", "fault"]),
+    st.dictionaries(st.sampled_from(["v", "lane", "dir", "conf", "fault", "img"]),
+                    st.none() | st.integers(-1, 2) | st.sampled_from(["in", "up", "x"]),
+                    max_size=2),
+)  # fmt: skip
+_ingress_topics = st.sampled_from(
+    [TOPICS.phone_in(h) for h in (HOUSEHOLD, HOUSEHOLD_WEST, "h-unknown")]
+    + [TOPICS.checkpoint_in(c) for c in (CP_A, CP_B, CP_C, "cp-unknown")]
+    + [f"alarmgw/in/phone/{HOUSEHOLD}/x", "alarmgw/in/phone/", f"alarmgw/in/checkpoint/{CP_A}/"]
+)
+_payloads = st.one_of(_phone_maps, _pass_maps).flatmap(
+    lambda m: st.sampled_from([encode(m), json.dumps(m, ensure_ascii=False).encode()])
+) | st.binary(max_size=40)
+
+
+@given(st.lists(st.tuples(_ingress_topics, _payloads), max_size=12))
+def test_the_shortcut_and_the_general_path_give_the_same_results(
+    messages: list[tuple[str, bytes]],
+) -> None:
+    """For any sequence of MQTT messages, the shortcut answers exactly as the general path."""
+    fast, general = intake(), _general_intake()
+    assert fast._shortcut  # the two intakes must really differ
+    assert not general._shortcut
+    for n, (topic, payload) in enumerate(messages):
+        now = T0 + n
+        assert fast.mqtt(topic, payload, now) == general.mqtt(topic, payload, now)
+    assert fast.core.tick(T0 + 10**6) == general.core.tick(T0 + 10**6)

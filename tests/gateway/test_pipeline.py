@@ -582,3 +582,19 @@ def test_heartbeats_are_not_remembered_for_dedup() -> None:
     assert not c.accept(beat, T0).duplicate
     assert not c.accept(beat, T0 + 1).duplicate
     assert len(c.dedup) == 0
+
+
+def test_the_hot_path_values_are_ordinary_frozen_values() -> None:
+    """Outcomes, dispatches and availabilities built without the frozen cost are still frozen."""
+    c = core()
+    outcome = c.accept(phone_event(CONFIG), T0)
+    values = [outcome, outcome.availability, *outcome.dispatches]
+    assert [type(v) for v in values] == [Outcome, Availability, Dispatch, Dispatch, Dispatch]
+    assert outcome == Outcome(
+        outcome.event, False, outcome.dispatches, outcome.availability, outcome.alarms
+    )
+    for value in values:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, dataclasses.fields(value)[0].name, None)  # type: ignore[arg-type]
+    beat = c.accept(phone_event(CONFIG, seq=2, code=602), T0 + 1)
+    assert beat == Outcome(beat.event, duplicate=False)  # nothing else: no dispatch, no alarm

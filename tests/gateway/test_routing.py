@@ -159,6 +159,17 @@ def test_passes_policy_is_per_class() -> None:
     )
 
 
+def test_pass_targets_are_remembered_per_checkpoint_and_township() -> None:
+    """The remembered pass targets of a checkpoint are only reused for the same township."""
+    router = Router(CONFIG)
+    passed = checkpoint_event(CONFIG, CP_A)
+    first = router.targets(passed)
+    assert router.targets(passed) is first
+    moved = dataclasses.replace(passed, township=TOWNSHIP_WEST)
+    assert router.targets(moved) == (Target("township", TOWNSHIP_WEST, Channel.PASSES, 0),)
+    assert router.targets(passed) == first
+
+
 # ---------------------------------------------------------------- roles
 
 
@@ -244,6 +255,15 @@ def test_escalation_target_is_the_chain_level_for_this_event() -> None:
     assert ROUTER.escalation_target(panic, 3) is None
     fault = checkpoint_event(CONFIG, CP_A, type=CheckpointEventType.FAULT)
     assert ROUTER.escalation_target(fault, 0) is None  # a checkpoint has no village
+
+
+def test_level_of_a_role_named_twice_in_the_chain_is_its_highest() -> None:
+    """A chain that names a role twice reaches that role's higher level."""
+    router = Router(
+        make_config(escalation=EscalationPolicy(chain=("village", "township", "village")))
+    )
+    assert router.level((VILLAGE_T,)) == 2
+    assert router.level((TOWNSHIP_T,)) == 1
 
 
 def test_custom_chain() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import msgpack
 import pytest
@@ -17,6 +19,8 @@ from protocols.payloads import (
     CheckpointEventType,
     CheckpointMessage,
     PhoneMessage,
+    _checkpoint_checked,  # the fast pass's oracle
+    _phone_checked,  # the fast pass's oracle
     ack_payload,
     checkpoint_payload,
     deadletter_payload,
@@ -25,9 +29,11 @@ from protocols.payloads import (
     decode_map,
     decode_native,
     decode_phone,
+    decode_phone_fields,
     encode,
     native_payload,
     phone_payload,
+    unfrozen_builder,
 )
 from protocols.reasons import Reason, Rejected
 from protocols.topics import MAX_ID_LEN, validate_id
@@ -642,6 +648,8 @@ def test_phone_round_trip(msg: PhoneMessage) -> None:
     payload = phone_payload(msg)
     assert decode_phone(msg.household, encode(payload)) == msg
     assert decode_phone(msg.household, json.dumps(payload).encode()) == msg
+    fields = (msg.seq, msg.ts, msg.q, msg.code, msg.zone, msg.part)
+    assert decode_phone_fields(encode(payload)) == fields
 
 
 @given(checkpoint_messages())
@@ -670,6 +678,7 @@ def test_ack_round_trip(msg: AckMessage) -> None:
 _DECODERS: list[Callable[[bytes], object]] = [
     decode_map,
     lambda p: decode_phone("h", p),
+    decode_phone_fields,
     lambda p: decode_checkpoint("c", p),
     decode_ack,
     decode_native,
@@ -715,3 +724,192 @@ def test_near_valid_maps_never_raise(changes: dict[str, object], base: dict[str,
                 Reason.BAD_ID,
             }
             assert result.detail
+
+
+# ---------------------------------------------------------------- the fast pass
+# Each decoder tries the common case in one pass and leaves everything else to
+# the checked decoder (module docstring, point 6): the two must never disagree.
+
+
+def _checked(decode: Callable[[str, Mapping[str, object], bytes], object]) -> Callable[..., object]:
+    """The decoder without its fast pass: `decode_map`, then the key-by-key checks."""
+
+    def run(device: str, payload: bytes) -> object:
+        m = decode_map(payload)
+        return m if isinstance(m, Rejected) else decode(device, m, payload)
+
+    return run
+
+
+_extra_keys = st.dictionaries(
+    st.text(max_size=6) | st.binary(max_size=4) | st.sampled_from(["part", "img", "lane", "x"]),
+    _scalars,
+    max_size=2,
+)
+
+
+@given(
+    _near_valid,
+    st.sets(st.sampled_from([*PHONE, "part"]), max_size=2),
+    _extra_keys,
+    st.sampled_from([encode, lambda m: json.dumps(m).encode()]),
+)
+def test_phone_fast_pass_agrees_with_the_checked_decoder(
+    changes: dict[str, object],
+    dropped: set[str],
+    extra: dict[Any, object],
+    pack: Callable[[dict[Any, object]], bytes],
+) -> None:
+    """For any near-valid phone map, bin keys included, the decoders give the checked result."""
+    m: dict[Any, object] = {**PHONE, "part": 1, **changes}
+    for key in dropped:
+        m.pop(key, None)
+    m.update(extra)
+    try:
+        payload = pack(m)
+    except (TypeError, ValueError):  # JSON has no bin keys or bin values
+        return
+    decoded = decode_map(payload)
+    checked = decoded if isinstance(decoded, Rejected) else _phone_checked(decoded, payload)
+    assert decode_phone_fields(payload) == checked
+    assert decode_phone("h", payload) == (
+        checked if isinstance(checked, Rejected) else PhoneMessage("h", *checked)
+    )
+
+
+@given(
+    _near_valid,
+    st.sampled_from(["pass", "heartbeat", "fault"]),
+    st.sets(st.sampled_from(list(PASS)), max_size=2),
+    _extra_keys,
+)
+def test_checkpoint_fast_pass_agrees_with_the_checked_decoder(
+    changes: dict[str, object],
+    kind: str,
+    dropped: set[str],
+    extra: dict[Any, object],
+) -> None:
+    """For any near-valid checkpoint map, decode_checkpoint gives the checked decoder's result."""
+    full = {"lane": 2, "dir": "out", "speed": 3.5, "vtype": "car", "color": "red", "img": "u"}
+    m: dict[Any, object] = {**PASS, **full, "type": kind, **changes}
+    for key in dropped:
+        m.pop(key, None)
+    m.update(extra)
+    payload = encode(m)
+    assert decode_checkpoint("c", payload) == _checked(_checkpoint_checked)("c", payload)
+
+
+def test_a_bin_key_beside_a_valid_phone_map_is_still_refused() -> None:
+    """The fast pass skips the key-type check only when every key is a contract key."""
+    good: dict[Any, object] = {"v": 1, "seq": 1, "ts": 1.0, "q": 1, "code": 602, "zone": 0}
+    extras: list[dict[Any, object]] = [{b"part": 1}, {b"x": 1}, {"part": 1, b"x": 1}]
+    for extra in extras:
+        _rejected(decode_phone("h", encode({**good, **extra})), Reason.WRONG_TYPE)
+
+
+# ---------------------------------------------------------------- unfrozen_builder
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sample:
+    a: int
+    b: str = "b"
+    c: tuple[int, ...] = dataclasses.field(default_factory=tuple)
+
+
+def test_unfrozen_builder_builds_an_equal_immutable_value() -> None:
+    """The builder's result is a real instance, equal to the usual one, and frozen."""
+    build = unfrozen_builder(_Sample)
+    built = build(1, c=(2,))
+    assert type(built) is _Sample
+    assert built == _Sample(1, c=(2,))
+    assert build(5) == _Sample(5, "b", ())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.a = 2  # type: ignore[misc]
+    assert dataclasses.replace(built, b="x") == _Sample(1, "x", (2,))
+
+
+@given(phone_messages)
+def test_messages_built_by_the_decoder_are_ordinary_messages(msg: PhoneMessage) -> None:
+    """What the hot path builds behaves like a message built the usual way."""
+    decoded = decode_phone(msg.household, encode(phone_payload(msg)))
+    assert type(decoded) is PhoneMessage
+    assert decoded == msg
+    assert hash(decoded) == hash(msg)
+    assert repr(decoded) == repr(msg)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NoSlots:
+    a: int
+
+
+@dataclasses.dataclass(slots=True)
+class _NotFrozen:
+    a: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _PostInit:
+    a: int
+
+    def __post_init__(self) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _NoInitField:
+    a: int
+    b: int = dataclasses.field(default=0, init=False)
+
+
+@pytest.mark.parametrize("cls", [_NoSlots, _NotFrozen, _PostInit, _NoInitField, int])
+def test_unfrozen_builder_refuses_what_it_cannot_build(cls: type) -> None:
+    """A class the builder would build wrongly is refused when the builder is made."""
+    with pytest.raises(TypeError):
+        unfrozen_builder(cls)
+
+
+def _limited(payload: bytes) -> object:
+    return msgpack.unpackb(
+        payload,
+        raw=False,
+        strict_map_key=True,
+        max_str_len=MAX_PAYLOAD,
+        max_bin_len=MAX_PAYLOAD,
+        max_array_len=MAX_PAYLOAD,
+        max_map_len=MAX_PAYLOAD // 2,
+        max_ext_len=MAX_PAYLOAD,
+    )
+
+
+_packable = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=4) | st.binary(max_size=2) | st.integers(0, 3), inner,
+                      max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+_headers = st.sampled_from([b"\xd9", b"\xda", b"\xdb", b"\xc4", b"\xc5", b"\xc6", b"\xdc", b"\xdd",
+                            b"\xde", b"\xdf", b"\xc7", b"\xc8", b"\xc9"])  # fmt: skip
+
+
+@given(
+    st.one_of(
+        _packable.map(lambda o: msgpack.packb(o, use_bin_type=True)),
+        st.tuples(_headers, st.binary(min_size=4, max_size=12)).map(b"".join),
+        st.binary(max_size=64),
+    ),
+    st.binary(max_size=3),
+)
+def test_msgpack_without_keywords_accepts_only_what_the_limits_accept(
+    packed: bytes, tail: bytes
+) -> None:
+    """The keyword-free first call (`_unpack_map`) never accepts more, nor decodes otherwise."""
+    for payload in (packed, packed[:-1], packed + tail):
+        try:
+            quick = msgpack.unpackb(payload)
+        except (ValueError, msgpack.UnpackException):
+            continue
+        assert repr(_limited(payload)) == repr(quick)  # repr: a NaN is not equal to itself
