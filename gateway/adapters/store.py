@@ -4,8 +4,8 @@ DESIGN.md principle 1, "nothing accepted is lost": a device is acknowledged only
 after its event is durably recorded, and a dispatch stays in the outbox until its
 sink has it, across broker outages and gateway restarts. This module is the
 "durably recorded" part. It is content-agnostic: it stores opaque blobs plus the
-few columns it must index (lane, state, times); the gateway owns the encoding of
-its own values.
+few columns it must select or sort by (lane, state, times); the gateway owns the
+encoding of its own values.
 
 Theory of operation
 -------------------
@@ -35,11 +35,41 @@ to 0.2 ms (1.2 ms; `gateway/runner.py`). Measured by `python -m
 bench.store_probe`, with a spinning thread standing in for the loop: the worst
 case, not the usual one.
 
+*Layout (schema 3): append, do not update.* In WAL mode a commit writes every
+page it changed, whole (4 KiB), so what a commit costs is the number of B-tree
+pages it touches, not the bytes of its rows: at least the tail leaf of each
+table and index it writes, with the interior pages above. So the tables are
+logs written at their tails: `seen` (dedup identities, in time order), `outbox`
+(dispatches, by id, written once) and `delivered` (outbox id and time): a
+delivery confirmation is an appended mark, the first one for an id wins, and
+pending means "an outbox row without a mark". Schema 2 marked delivery with an
+UPDATE of the outbox row, which rewrote an older row's page and moved its entry
+between two partial indexes (pending, delivered): 1.4 to 2.3 KB of WAL per
+event, eight times the data. `alarms` has rowids and a unique index on its text
+id (schemas 1 and 2: WITHOUT ROWID, keyed by the id). Keyed by a random id,
+each put wrote its whole record (~500 bytes, a few to a page) into a random
+leaf, splitting leaves as they filled: 17.3 of a commit's 35.7 pages at 128
+events. With rowids a new alarm goes at the table's tail, where the alarms
+still changing are too, and only its index entry (id and rowid) lands on a
+random leaf, of a tree of small entries: the table, its id index and
+`alarms_state` write 2.1 + 7.6 + 1.6 pages a commit instead of 17.3 + 1.9.
+Measured on the bench mix (per 256 events ~100 dedup rows, ~130 outbox rows,
+13 new alarms; each commit also carrying the marks of the previous commit's
+dispatches), one thread, schema 2 -> 3 with alarms keyed by id -> 3: WAL pages
+a commit 17.6 -> 14.3 -> 13.0 at 32 events a commit, 44.4 -> 35.7 -> 27.7 at
+128 (888 bytes an event); store CPU 7.4 -> 6.6 µs an event at 32, 4.5 -> 4.0
+at 128, then (medians of five runs, side by side) 6.3 -> 5.9 at 32, 4.0 -> 3.3
+at 128. The largest shares left are the outbox's tail (8.0 pages at 128) and
+the alarm id index (7.6). The ops are named tuples, not dataclasses: the loop
+builds several per event (an OutboxAdd in 0.18 µs, not 0.61), and each one, in
+its statement's column order, is its own row of parameters.
+
 *Order inside a batch.* Ops of different tables are independent, so each kind is
 written in its own statements, in submission order: dedup identities, then
 outbox adds, then delivered marks (a mark for an id added in the same batch must
 follow its add), then alarm upserts and deletes in their original order (runs of
-one kind are grouped; the last put of an alarm wins).
+one kind are grouped, each run in multi-row statements; SQLite applies the rows
+of an upsert in order, so the last put of an alarm wins).
 
 *A bad op is the caller's bug, not an outage.* If a batch fails with an error
 that comes from an op (a duplicate outbox id, a value SQLite cannot bind), the
@@ -66,8 +96,13 @@ OS), but a power cut may lose the last commits, i.e. events already acknowledged
 (`load_seen`, `load_pending`, `load_alarms`, `max_outbox_id`); reads share the
 connection under a lock, so they are safe at any time but block the caller for
 up to one commit (use them at start-up, not on the hot path). `prune` deletes
-delivered outbox rows, old dedup identities and alarms in final states in small
-transactions on the writer thread, so it never holds the write lock for long.
+outbox rows delivered before a horizon with their marks, old dedup identities
+and alarms in final states, in small transactions on the writer thread, so it
+never holds the write lock for long. The largest outbox id is kept in `meta`
+before outbox rows go, so ids are never reused. Schemas 1 and 2 are upgraded at
+open, in one transaction (schema 1's `seen` becomes the log; the outbox is
+rebuilt without its `delivered` column, the marks moved to `delivered`;
+`alarms` is rebuilt with rowids, every row kept).
 """
 
 from __future__ import annotations
@@ -84,7 +119,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -103,51 +138,75 @@ __all__ = [
     "StoreUnavailable",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The layout this module writes; an older one is upgraded at open, a newer one refused."""
 
 _T = TypeVar("_T")
+_Rows = tuple[str, str, int, str]
+"""A multi-row statement: its head, one row's parameter marks, values a row, its tail."""
 
 _SYNCHRONOUS = frozenset({"FULL", "NORMAL", "EXTRA"})
 
-_SCHEMA = """
+_OUTBOX_COLUMNS: Final = (
+    "id INTEGER PRIMARY KEY, lane INTEGER NOT NULL, topic TEXT NOT NULL,"
+    " qos INTEGER NOT NULL, retain INTEGER NOT NULL, data BLOB NOT NULL,"
+    " meta BLOB NOT NULL, created REAL NOT NULL"
+)
+_ALARM_COLUMNS: Final = (
+    "alarm_id TEXT NOT NULL UNIQUE, data BLOB NOT NULL, state TEXT NOT NULL,"
+    " deadline REAL, updated REAL NOT NULL"
+)
+_ALARMS_STATE: Final = "CREATE INDEX IF NOT EXISTS alarms_state ON alarms(state, updated)"
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen(
     key TEXT NOT NULL, content TEXT, transport TEXT, ts REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS seen_ts ON seen(ts);
-CREATE TABLE IF NOT EXISTS outbox(
-    id INTEGER PRIMARY KEY, lane INTEGER NOT NULL, topic TEXT NOT NULL,
-    qos INTEGER NOT NULL, retain INTEGER NOT NULL, data BLOB NOT NULL,
-    meta BLOB NOT NULL, created REAL NOT NULL, delivered REAL
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(lane, id) WHERE delivered IS NULL;
-CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox(delivered) WHERE delivered IS NOT NULL;
-CREATE TABLE IF NOT EXISTS alarms(
-    alarm_id TEXT PRIMARY KEY, data BLOB NOT NULL, state TEXT NOT NULL,
-    deadline REAL, updated REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS alarms_state ON alarms(state, updated);
+CREATE TABLE IF NOT EXISTS outbox({_OUTBOX_COLUMNS});
+CREATE TABLE IF NOT EXISTS delivered(id INTEGER PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS alarms({_ALARM_COLUMNS});
+{_ALARMS_STATE};
 """
 # `seen` is an append-only log (schema 2): it is only ever appended to, read
 # back by time at start-up and pruned by time, never looked up by key (dedup is
 # in memory). Keyed by its text key (schema 1) every insert landed on a random
 # leaf page: 20.9 µs of CPU per row at 400,000 rows, against 1.3 µs appended
 # (docs/benchmark.md, "Findings"). A key seen twice has two rows;
-# `load_seen` keeps the latest. `alarms` is WITHOUT ROWID: a text key is its only
-# lookup, so one B-tree, not two.
+# `load_seen` keeps the latest. `outbox` and `delivered` (schema 3): see "Layout"
+# in the module docstring; neither has a secondary index, as each would be one
+# more tail to rewrite at every commit (pending is read at start-up only, pruning
+# scans `delivered` by id). `alarms` (schema 3): a rowid table and a unique
+# index on the id, not one WITHOUT ROWID B-tree keyed by it: two trees, but a
+# put writes the table's tail and a small index entry, not a ~500-byte record
+# into a random leaf (see "Layout": 11.3 WAL pages a commit at 128 events, not
+# 19.2). The id must be NOT NULL: UNIQUE alone would let NULLs repeat.
 # `alarms_state` serves both start-up (load by state) and pruning (final states
-# by age); the deadline rides along in the row, escalation timing is in memory.
+# by age; it holds the rowids, so pruning reads no row); the deadline rides
+# along in the row, escalation timing is in memory.
 
-# Row inserts and delivered marks are multi-row statements, built further down.
-# The first confirmation wins: a repeated mark does not move `delivered` later.
-_SQL_ALARM_PUT = (
-    "INSERT INTO alarms(alarm_id, data, state, deadline, updated) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT(alarm_id) DO UPDATE SET data = excluded.data, state = excluded.state,"
-    " deadline = excluded.deadline, updated = excluded.updated"
-)
-_SQL_ALARM_DELETE = "DELETE FROM alarms WHERE alarm_id = ?"
+# Every op is written by a multi-row statement, built further down.
 _SQL_PROBE = "INSERT OR REPLACE INTO meta(key, value) VALUES ('probe', ?)"
+# Pending: an outbox row without a mark. Not "each outbox row, is it marked?":
+# that reads the whole outbox, the delivered rows of the retention window
+# included (1,000,000 rows: 373 MB, 0.25 s even from the OS cache). Unmarked ids
+# lie in the gaps between consecutive marked ids, so the gaps are found in
+# `delivered` (10 MB for those rows) and only they are read from the outbox, as
+# id ranges: one range per pending row or unused id (0.15 s from the cache, and
+# a thirty-seventh of the reading from a disk). Ids are in 1 .. 2**63 - 2.
+_SQL_PENDING: Final = """
+WITH gaps(lo, hi) AS (
+    SELECT -9223372036854775808, coalesce((SELECT min(id) FROM delivered), 9223372036854775807)
+    UNION ALL
+    SELECT d.id,
+        coalesce((SELECT min(n.id) FROM delivered AS n WHERE n.id > d.id), 9223372036854775807)
+    FROM delivered AS d WHERE NOT EXISTS (SELECT 1 FROM delivered AS e WHERE e.id = d.id + 1)
+)
+SELECT outbox.id, lane, topic, qos, retain, data, meta, created
+FROM gaps CROSS JOIN outbox WHERE outbox.id > gaps.lo AND outbox.id < gaps.hi
+"""
+_SQL_LOAD_PENDING: Final = _SQL_PENDING + " ORDER BY lane, outbox.id"
+_SQL_PENDING_COUNT: Final = f"SELECT count(*) FROM ({_SQL_PENDING})"  # noqa: S608 - a constant
 _SQL_HIGH_WATER = (
     "INSERT OR REPLACE INTO meta(key, value)"
     " SELECT 'outbox_max_id', max(coalesce(max(id), 0),"
@@ -180,9 +239,12 @@ class StoreSchemaError(RuntimeError):
 
 
 # --------------------------------------------------------------------- operations
-@dataclass(frozen=True, slots=True)
-class SeenOp:
-    """Remember a dedup identity (upsert): the event's key, its content key, its path."""
+# Named tuples (immutable, built by the loop at every event; see "Layout"): the
+# field order is the column order of each op's statement, and `_apply` binds an
+# op as it is. Keep the two in step.
+class SeenOp(NamedTuple):
+    """Remember a dedup identity (the last one written for a key wins): the event's key,
+    its content key, its path."""
 
     key: str
     content: str | None
@@ -190,8 +252,7 @@ class SeenOp:
     ts: float
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxAdd:
+class OutboxAdd(NamedTuple):
     """A dispatch owed to a sink; `id` comes from the gateway (monotonic, see max_outbox_id)."""
 
     id: int
@@ -204,16 +265,15 @@ class OutboxAdd:
     created: float
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxDelivered:
-    """The broker confirmed outbox entry `id` at `at`; it is no longer pending."""
+class OutboxDelivered(NamedTuple):
+    """The broker confirmed outbox entry `id` at `at`: no longer pending. The first mark
+    of an id wins; a mark for an id the outbox does not hold changes nothing."""
 
     id: int
     at: float
 
 
-@dataclass(frozen=True, slots=True)
-class AlarmPut:
+class AlarmPut(NamedTuple):
     """Insert or replace an alarm's record (state, next escalation deadline)."""
 
     alarm_id: str
@@ -223,8 +283,7 @@ class AlarmPut:
     updated: float
 
 
-@dataclass(frozen=True, slots=True)
-class AlarmDelete:
+class AlarmDelete(NamedTuple):
     """Forget an alarm."""
 
     alarm_id: str
@@ -280,7 +339,7 @@ class Pruned:
 
 
 _Submission = tuple[Sequence[Op], "asyncio.Future[None]"]
-_Job = tuple[Callable[[sqlite3.Connection], int], "asyncio.Future[int]"]
+_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 
 
 # --------------------------------------------------------------------- the store
@@ -478,13 +537,7 @@ class Store:
             raise ValueError("chunk must be positive")
         outbox = seen = alarms = 0
         if delivered_before is not None:
-            outbox = await self._delete_chunks(
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
-                " WHERE delivered IS NOT NULL AND delivered < ? LIMIT ?)",
-                (delivered_before,),
-                chunk,
-                high_water=True,
-            )
+            outbox = await self._prune_delivered(delivered_before, chunk)
         if seen_before is not None:
             seen = await self._delete_chunks(
                 "DELETE FROM seen WHERE rowid IN (SELECT rowid FROM seen WHERE ts < ? LIMIT ?)",
@@ -493,25 +546,20 @@ class Store:
             )
         states = sorted(set(final_states))
         if alarms_before is not None and states:
-            # Only '?' marks are formatted in; the states are bound parameters.
+            # Only '?' marks are formatted in; the states are bound parameters. The
+            # rowids come from `alarms_state` alone (it holds them), not the table.
             where = f"state IN ({_marks(len(states))}) AND updated < ?"
-            select = f"SELECT alarm_id FROM alarms WHERE {where} LIMIT ?"  # noqa: S608
+            select = f"SELECT rowid FROM alarms WHERE {where} LIMIT ?"  # noqa: S608
             alarms = await self._delete_chunks(
-                f"DELETE FROM alarms WHERE alarm_id IN ({select})",  # noqa: S608
+                f"DELETE FROM alarms WHERE rowid IN ({select})",  # noqa: S608
                 (*states, alarms_before),
                 chunk,
             )
         return Pruned(outbox=outbox, seen=seen, alarms=alarms)
 
-    async def _delete_chunks(
-        self, sql: str, params: tuple[object, ...], chunk: int, *, high_water: bool = False
-    ) -> int:
+    async def _delete_chunks(self, sql: str, params: tuple[object, ...], chunk: int) -> int:
         def step(conn: sqlite3.Connection) -> int:
-            if high_water:
-                # Remember the largest outbox id ever used, so that ids are never
-                # reused after the newest rows are pruned (max_outbox_id).
-                conn.execute(_SQL_HIGH_WATER)
-            return conn.execute(sql, (*params, chunk)).rowcount
+            return int(conn.execute(sql, (*params, chunk)).rowcount)
 
         total = 0
         while True:
@@ -520,11 +568,27 @@ class Store:
             if done < chunk:
                 return total
 
-    def _job(self, fn: Callable[[sqlite3.Connection], int]) -> asyncio.Future[int]:
+    async def _prune_delivered(self, before: float, chunk: int) -> int:
+        """Delete outbox rows delivered before `before`, with their marks, `chunk` a job.
+
+        `delivered` has no index on its time (one more B-tree to rewrite at every
+        commit): each job scans on by id from where the last one stopped, so one
+        prune reads the table once.
+        """
+        total = 0
+        after: int | None = -(2**63)  # below any id
+        while after is not None:
+            removed, after = await self._job(
+                functools.partial(_prune_delivered_step, before=before, after=after, chunk=chunk)
+            )
+            total += removed
+        return total
+
+    def _job(self, fn: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
         loop = self._loop
         if loop is None:
             raise RuntimeError("store not started")
-        future: asyncio.Future[int] = loop.create_future()
+        future: asyncio.Future[_T] = loop.create_future()
         with self._cond:
             refusal = self._refusal()
             if refusal is not None:
@@ -578,12 +642,7 @@ class Store:
 
     def load_pending(self) -> list[OutboxRow]:
         """Outbox entries not yet delivered, by lane (priority) then id (age)."""
-        rows = self.call(
-            lambda c: c.execute(
-                "SELECT id, lane, topic, qos, retain, data, meta, created FROM outbox"
-                " WHERE delivered IS NULL ORDER BY lane, id"
-            ).fetchall()
-        )
+        rows = self.call(lambda c: c.execute(_SQL_LOAD_PENDING).fetchall())
         return [OutboxRow(i, la, t, q, bool(r), d, m, cr) for i, la, t, q, r, d, m, cr in rows]
 
     def load_alarms(self, states: Collection[str] | None = None) -> list[AlarmRow]:
@@ -610,9 +669,7 @@ class Store:
 
     def pending_count(self) -> int:
         """How many outbox entries are not delivered yet."""
-        row = self.call(
-            lambda c: c.execute("SELECT count(*) FROM outbox WHERE delivered IS NULL").fetchone()
-        )
+        row = self.call(lambda c: c.execute(_SQL_PENDING_COUNT).fetchone())
         return int(row[0])
 
     # -- the writer thread ---------------------------------------------------------------
@@ -846,6 +903,10 @@ def _setup(conn: sqlite3.Connection, synchronous: str, busy_timeout_ms: int) -> 
                 " SELECT key, content, transport, ts FROM seen_v1 ORDER BY ts"
             )
             conn.execute("DROP TABLE seen_v1")
+        if found and "delivered" in _columns(conn, "outbox"):
+            _split_delivered(conn)
+        if found and _alarms_keyed_by_id(conn):
+            _rebuild_alarms(conn)
         conn.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
         )
@@ -857,48 +918,117 @@ def _setup(conn: sqlite3.Connection, synchronous: str, busy_timeout_ms: int) -> 
     return mode
 
 
+def _prune_delivered_step(
+    conn: sqlite3.Connection, *, before: float, after: int, chunk: int
+) -> tuple[int, int | None]:
+    """One prune job: the next `chunk` marks older than `before` with ids above `after`,
+    their outbox rows with them. Returns the outbox rows removed and where to go on
+    (None: the scan reached the end)."""
+    # Remember the largest outbox id ever used, so that ids are never reused
+    # after the newest rows are pruned (max_outbox_id).
+    conn.execute(_SQL_HIGH_WATER)
+    found, last = conn.execute(
+        "SELECT count(*), max(id) FROM"
+        " (SELECT id FROM delivered WHERE id > ? AND at < ? ORDER BY id LIMIT ?)",
+        (after, before, chunk),
+    ).fetchone()
+    if not found:
+        return 0, None
+    where = "id > ? AND id <= ? AND at < ?"
+    params = (after, last, before)
+    # Only a constant condition is formatted in.
+    removed = conn.execute(
+        f"DELETE FROM outbox WHERE id IN (SELECT id FROM delivered WHERE {where})",  # noqa: S608
+        params,
+    ).rowcount
+    conn.execute(f"DELETE FROM delivered WHERE {where}", params)  # noqa: S608
+    return int(removed), (int(last) if found == chunk else None)
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {str(row[1]) for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,))}
+
+
+def _split_delivered(conn: sqlite3.Connection) -> None:
+    """Schemas 1 and 2 marked delivery in an outbox column: move the marks to `delivered`.
+
+    The table is rebuilt (new, copy, drop, rename), not altered: DROP COLUMN needs
+    SQLite 3.35, and the old table's two partial indexes go with it.
+    """
+    columns = "id, lane, topic, qos, retain, data, meta, created"
+    conn.execute(f"CREATE TABLE outbox_v3({_OUTBOX_COLUMNS})")
+    # Only constant column names are formatted in.
+    conn.execute(
+        f"INSERT INTO outbox_v3({columns}) SELECT {columns} FROM outbox ORDER BY id"  # noqa: S608
+    )
+    conn.execute(
+        "INSERT INTO delivered(id, at)"
+        " SELECT id, delivered FROM outbox WHERE delivered IS NOT NULL ORDER BY id"
+    )
+    conn.execute("DROP TABLE outbox")
+    conn.execute("ALTER TABLE outbox_v3 RENAME TO outbox")
+
+
+def _alarms_keyed_by_id(conn: sqlite3.Connection) -> bool:
+    """Whether `alarms` has the layout of schemas 1 and 2 (WITHOUT ROWID, its id the key)."""
+    row = conn.execute("SELECT 1 FROM pragma_index_list('alarms') WHERE origin = 'pk'").fetchone()
+    return row is not None
+
+
+def _rebuild_alarms(conn: sqlite3.Connection) -> None:
+    """Rebuild `alarms` as a rowid table with a unique id (see "Layout"), every row kept.
+
+    Copied oldest first, so the rowids follow age as new rows' do: the alarms still
+    changing sit at the table's tail. Dropping the old table drops its index too.
+    """
+    columns = "alarm_id, data, state, deadline, updated"
+    conn.execute(f"CREATE TABLE alarms_v3({_ALARM_COLUMNS})")
+    # Only constant column names are formatted in.
+    conn.execute(
+        f"INSERT INTO alarms_v3({columns})"  # noqa: S608
+        f" SELECT {columns} FROM alarms ORDER BY updated, alarm_id"
+    )
+    conn.execute("DROP TABLE alarms")
+    conn.execute("ALTER TABLE alarms_v3 RENAME TO alarms")
+    conn.execute(_ALARMS_STATE)
+
+
 def _apply(conn: sqlite3.Connection, ops: Iterable[Op]) -> None:
     """Write ops, a few multi-row statements per kind; see "Order inside a batch"."""
+    # An op is a tuple in its statement's column order: it is its own row of
+    # parameters (no per-op tuple built here; sqlite3 binds a bool as 0 or 1).
     seen: list[tuple[object, ...]] = []
     adds: list[tuple[object, ...]] = []
     delivered: dict[int, float] = {}
-    alarm_runs: list[tuple[str, list[tuple[object, ...]]]] = []
+    alarm_runs: list[tuple[_Rows, list[tuple[object, ...]]]] = []
     for op in ops:
-        if isinstance(op, OutboxAdd):
-            adds.append(
-                (op.id, op.lane, op.topic, op.qos, int(op.retain), op.data, op.meta, op.created)
-            )
-        elif isinstance(op, SeenOp):
-            seen.append((op.key, op.content, op.transport, op.ts))
-        elif isinstance(op, OutboxDelivered):
-            delivered.setdefault(op.id, op.at)  # the first confirmation wins
-        elif isinstance(op, AlarmPut):
-            _run_of(alarm_runs, _SQL_ALARM_PUT).append(
-                (op.alarm_id, op.data, op.state, op.deadline, op.updated)
-            )
-        elif isinstance(op, AlarmDelete):
-            _run_of(alarm_runs, _SQL_ALARM_DELETE).append((op.alarm_id,))
+        kind = type(op)  # exact types, most frequent first; a subclass is not an op
+        if kind is OutboxAdd:
+            adds.append(op)
+        elif kind is SeenOp:
+            seen.append(op)
+        elif type(op) is OutboxDelivered:  # (spelled out: mypy narrows `op` on this)
+            delivered.setdefault(op.id, op.at)  # the first mark of an id wins
+        elif kind is AlarmPut:
+            _run_of(alarm_runs, _SQL_ALARM_PUT_ROWS).append(op)
+        elif kind is AlarmDelete:
+            _run_of(alarm_runs, _SQL_ALARM_DELETE_ROWS).append(op)
         else:
             raise TypeError(f"not a store op: {op!r}")
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     if seen:
         # Repeating a row adds a copy `load_seen` folds away: the tail is padded.
-        _insert_rows(conn, _SQL_SEEN_ROWS, seen, pad=True, limit=limit)
+        _write_rows(conn, _SQL_SEEN_ROWS, seen, pad=True, limit=limit)
     if adds:
-        _insert_rows(conn, _SQL_ADD_ROWS, adds, pad=False, limit=limit)
+        _write_rows(conn, _SQL_ADD_ROWS, adds, pad=False, limit=limit)
     if delivered:
-        if _UPDATE_FROM:
-            # Marking an id twice with the same time changes nothing either.
-            _insert_rows(conn, _SQL_DELIVERED_ROWS, list(delivered.items()), pad=True, limit=limit)
-        else:
-            by_time: dict[float, list[int]] = {}
-            for outbox_id, at in delivered.items():
-                by_time.setdefault(at, []).append(outbox_id)
-            for at, ids in by_time.items():
-                for chunk in _chunks(ids, 1, pad=True, max_values=limit - 1):
-                    conn.execute(_delivered_sql(len(chunk)), (at, *chunk))
-    for sql, rows in alarm_runs:
-        conn.executemany(sql, rows)
+        # A repeated mark changes nothing (DO NOTHING): the padded tail is harmless.
+        _write_rows(conn, _SQL_DELIVERED_ROWS, list(delivered.items()), pad=True, limit=limit)
+    for statement, rows in alarm_runs:
+        # Runs in submission order. Within a run of puts SQLite applies the rows in
+        # order, so a later put of an alarm updates over an earlier one; the padded
+        # tail repeats the run's last put (or delete), which changes nothing more.
+        _write_rows(conn, statement, rows, pad=True, limit=limit)
 
 
 # Multi-row statements (see "Few statements per commit"): chunk sizes come from
@@ -907,15 +1037,32 @@ def _apply(conn: sqlite3.Connection, ops: Iterable[Op]) -> None:
 # more values than the connection allows (999 before SQLite 3.32, 32766 since).
 _LADDER: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 _MAX_VALUES: Final = 999
-# UPDATE ... FROM (SQLite 3.33+) marks any number of rows, each with its own
-# time, in one statement; older SQLite gets one statement per distinct time.
-_UPDATE_FROM: Final = sqlite3.sqlite_version_info >= (3, 33, 0)
+# A mark is an append to `delivered`, for an id the outbox holds (a mark for an
+# unknown or pruned id changes nothing, as the UPDATE of schema 2 did); the first
+# mark of an id wins. DO NOTHING, not OR IGNORE: a NULL time is the caller's error.
+# (The SELECT has a WHERE clause, which SQLite needs before ON CONFLICT there.)
 _SQL_DELIVERED_ROWS: Final = (
-    "UPDATE outbox SET delivered = v.column2 FROM (VALUES",
+    "INSERT INTO delivered(id, at) SELECT v.column1, v.column2 FROM (VALUES",
     "(?, ?)",
     2,
-    ") AS v WHERE outbox.id = v.column1 AND outbox.delivered IS NULL",
+    (
+        ") AS v WHERE EXISTS (SELECT 1 FROM outbox WHERE outbox.id = v.column1)"
+        " ON CONFLICT(id) DO NOTHING"
+    ),
 )
+# Upserts of alarms: rows apply one after the other, so the last put of an alarm
+# in a statement is the one left (a later row updates the row an earlier one
+# wrote; SQLite, unlike PostgreSQL, allows that). Deletes of a run go in one IN.
+_SQL_ALARM_PUT_ROWS: Final = (
+    "INSERT INTO alarms(alarm_id, data, state, deadline, updated) VALUES",
+    "(?, ?, ?, ?, ?)",
+    5,
+    (
+        "ON CONFLICT(alarm_id) DO UPDATE SET data = excluded.data, state = excluded.state,"
+        " deadline = excluded.deadline, updated = excluded.updated"
+    ),
+)
+_SQL_ALARM_DELETE_ROWS: Final = ("DELETE FROM alarms WHERE alarm_id IN (", "?", 1, ")")
 _SQL_SEEN_ROWS: Final = (
     "INSERT INTO seen(key, content, transport, ts) VALUES",
     "(?, ?, ?, ?)",
@@ -923,8 +1070,8 @@ _SQL_SEEN_ROWS: Final = (
     "",
 )
 _SQL_ADD_ROWS: Final = (
-    "INSERT INTO outbox(id, lane, topic, qos, retain, data, meta, created, delivered) VALUES",
-    "(?, ?, ?, ?, ?, ?, ?, ?, NULL)",  # outbox rows start undelivered
+    "INSERT INTO outbox(id, lane, topic, qos, retain, data, meta, created) VALUES",
+    "(?, ?, ?, ?, ?, ?, ?, ?)",
     8,
     "",
 )
@@ -950,10 +1097,10 @@ def _chunks(
         start += size
 
 
-def _insert_rows(
+def _write_rows(
     conn: sqlite3.Connection,
-    statement: tuple[str, str, int, str],
-    rows: list[tuple[object, ...]],
+    statement: _Rows,
+    rows: Sequence[tuple[object, ...]],
     *,
     pad: bool,
     limit: int = _MAX_VALUES,
@@ -969,21 +1116,17 @@ def _rows_sql(head: str, row: str, n: int, tail: str) -> str:
     return f"{head} {', '.join([row] * n)} {tail}"
 
 
-@functools.cache
-def _delivered_sql(n: int) -> str:
-    # Only '?' marks are formatted in.
-    return f"UPDATE outbox SET delivered = ? WHERE id IN ({_marks(n)}) AND delivered IS NULL"  # noqa: S608
-
-
 def _marks(n: int) -> str:
     """`n` SQL parameter marks: the only thing ever formatted into our SQL."""
     return ", ".join("?" * n)
 
 
-def _run_of(runs: list[tuple[str, list[tuple[object, ...]]]], sql: str) -> list[tuple[object, ...]]:
-    """The parameter list of the last run if it is `sql`, else a new run."""
-    if not runs or runs[-1][0] != sql:
-        runs.append((sql, []))
+def _run_of(
+    runs: list[tuple[_Rows, list[tuple[object, ...]]]], statement: _Rows
+) -> list[tuple[object, ...]]:
+    """The parameter list of the last run if it is `statement`'s, else a new run."""
+    if not runs or runs[-1][0] is not statement:
+        runs.append((statement, []))
     return runs[-1][1]
 
 
@@ -1030,7 +1173,7 @@ def _settle(futures: list[asyncio.Future[None]], outcomes: list[Exception | None
             _fail(future, error)
 
 
-def _settle_job(future: asyncio.Future[int], result: int) -> None:
+def _settle_job(future: asyncio.Future[_T], result: _T) -> None:
     if not future.done():
         future.set_result(result)
 

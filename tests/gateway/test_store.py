@@ -11,12 +11,13 @@ full"), the same errors and code paths as a read-only mount or a full disk.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ def _run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 def _delivered_at(store: Store, outbox_id: int) -> float | None:
     row = store.call(
-        lambda c: c.execute("SELECT delivered FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+        lambda c: c.execute("SELECT at FROM delivered WHERE id = ?", (outbox_id,)).fetchone()
     )
     return None if row is None else row[0]
 
@@ -569,6 +570,462 @@ def test_a_schema_1_store_is_upgraded_and_keeps_its_dedup_rows(tmp_path: Path) -
         assert sorted(name for (name,) in indexes) == ["seen", "seen_ts"]
     finally:
         store.close()
+
+
+# The outbox of schemas 1 and 2: delivery marked in a column, two partial indexes.
+_OUTBOX_V2 = """
+CREATE TABLE outbox(
+    id INTEGER PRIMARY KEY, lane INTEGER NOT NULL, topic TEXT NOT NULL,
+    qos INTEGER NOT NULL, retain INTEGER NOT NULL, data BLOB NOT NULL,
+    meta BLOB NOT NULL, created REAL NOT NULL, delivered REAL
+);
+CREATE INDEX outbox_pending ON outbox(lane, id) WHERE delivered IS NULL;
+CREATE INDEX outbox_delivered ON outbox(delivered) WHERE delivered IS NOT NULL;
+"""
+# The alarms of schemas 1 and 2: WITHOUT ROWID, keyed by the text id.
+_ALARMS_V2 = """
+CREATE TABLE alarms(
+    alarm_id TEXT PRIMARY KEY, data BLOB NOT NULL, state TEXT NOT NULL,
+    deadline REAL, updated REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX alarms_state ON alarms(state, updated);
+"""
+_SCHEMA_2 = f"""
+CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE seen(key TEXT NOT NULL, content TEXT, transport TEXT, ts REAL NOT NULL);
+CREATE INDEX seen_ts ON seen(ts);
+{_OUTBOX_V2}
+{_ALARMS_V2}
+INSERT INTO meta(key, value) VALUES ('schema', 2);
+"""
+
+
+def _old_store(
+    path: Path,
+    script: str,
+    outbox: dict[OutboxAdd, float | None],
+    alarms: Sequence[AlarmRow] = (),
+) -> None:
+    """Write a schema 1 or 2 database: `script`, then outbox rows with their delivery times,
+    then alarm rows."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(script)
+        conn.executemany(
+            "INSERT INTO outbox(id, lane, topic, qos, retain, data, meta, created, delivered)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(*add, at) for add, at in outbox.items()],
+        )
+        conn.executemany(
+            "INSERT INTO alarms(alarm_id, data, state, deadline, updated) VALUES (?, ?, ?, ?, ?)",
+            [dataclasses.astuple(alarm) for alarm in alarms],
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _marks(store: Store) -> dict[int, float]:
+    rows = store.call(lambda c: c.execute("SELECT id, at FROM delivered").fetchall())
+    return {int(i): float(at) for i, at in rows}
+
+
+def _alarm_rows(store: Store) -> list[AlarmRow]:
+    """Every row of `alarms` as stored, in rowid order (which follows age after an upgrade)."""
+    rows = store.call(
+        lambda c: c.execute(
+            "SELECT alarm_id, data, state, deadline, updated FROM alarms ORDER BY rowid"
+        ).fetchall()
+    )
+    return [AlarmRow(*row) for row in rows]
+
+
+def _alarm_keys(conn: sqlite3.Connection) -> list[tuple[str, int, str]]:
+    """The indexes of `alarms`: name, unique, origin ('c' created, 'u' UNIQUE, 'pk' key)."""
+    rows = conn.execute("SELECT name, \"unique\", origin FROM pragma_index_list('alarms')")
+    return sorted((str(n), int(u), str(o)) for n, u, o in rows)
+
+
+_ALARM_KEYS_V3 = [("alarms_state", 0, "c"), ("sqlite_autoindex_alarms_1", 1, "u")]
+"""Schema 3: a rowid table, a unique index on its id, and the state index."""
+
+
+def _layout(store: Store) -> dict[str, list[str]]:
+    """Each table's columns and indexes (SQLite's automatic ones left out)."""
+
+    def read(c: sqlite3.Connection) -> dict[str, list[str]]:
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {
+            table: [str(r[1]) for r in c.execute("SELECT * FROM pragma_table_info(?)", (table,))]
+            + [
+                f"index {r[0]}"
+                for r in c.execute(
+                    "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=?"
+                    " AND sql IS NOT NULL",
+                    (table,),
+                )
+            ]
+            for table in tables
+        }
+
+    return store.call(read)
+
+
+def test_the_schema_3_layout() -> None:
+    """The outbox has no delivery column and no index; marks live in `delivered`."""
+    store = Store(":memory:")
+    try:
+        layout = _layout(store)
+    finally:
+        store.close()
+    assert layout["outbox"] == ["id", "lane", "topic", "qos", "retain", "data", "meta", "created"]
+    assert layout["delivered"] == ["id", "at"]
+    assert layout["alarms"] == [
+        *("alarm_id", "data", "state", "deadline", "updated"),
+        "index alarms_state",
+    ]
+    assert sorted(layout) == ["alarms", "delivered", "meta", "outbox", "seen"]
+
+
+def test_alarms_are_a_rowid_table_with_a_unique_id() -> None:
+    """`alarms` has rowids (new rows append at its tail) and a unique, non-null text id."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        store_module._setup(conn, "FULL", 0)
+        assert _alarm_keys(conn) == _ALARM_KEYS_V3
+        assert not store_module._alarms_keyed_by_id(conn)
+        conn.execute("INSERT INTO alarms VALUES ('a', x'', 'raised', NULL, 1.0)")
+        conn.execute("INSERT INTO alarms VALUES ('b', x'', 'raised', NULL, 1.0)")
+        assert conn.execute("SELECT rowid, alarm_id FROM alarms").fetchall() == [(1, "a"), (2, "b")]
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            conn.execute("INSERT INTO alarms VALUES ('a', x'', 'raised', NULL, 2.0)")
+        with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
+            conn.execute("INSERT INTO alarms VALUES (NULL, x'', 'raised', NULL, 2.0)")
+    finally:
+        conn.close()
+
+
+def _plan(store: Store, sql: str) -> str:
+    """SQLite's query plan for `sql` (bound values written in), one line per step."""
+    rows = store.call(lambda c: c.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
+    return "\n".join(str(row[3]) for row in rows)
+
+
+def test_alarm_reads_deletes_and_prunes_go_through_indexes() -> None:
+    """Loading by state and pruning search `alarms_state` (pruning from the index alone),
+    a delete finds its alarm by the unique id: no statement scans the table."""
+
+    async def scenario() -> None:
+        statements: list[str] = []
+        async with Store(":memory:") as store:
+            await store.write([AlarmPut(f"a{i}", b"", "raised", None, float(i)) for i in range(9)])
+            store.call(lambda c: c.set_trace_callback(statements.append))
+            store.load_alarms({"raised", "escalated"})
+            await store.write([AlarmDelete("a1"), AlarmDelete("a2")])
+            await store.prune(alarms_before=5.0, final_states=("cleared",))
+            store.call(lambda c: c.set_trace_callback(None))
+            load, delete, prune = (
+                next(s for s in statements if s.startswith(prefix))
+                for prefix in (
+                    "SELECT alarm_id",
+                    "DELETE FROM alarms WHERE alarm_id",
+                    "DELETE FROM alarms WHERE rowid",
+                )
+            )
+            assert "SEARCH alarms USING INDEX alarms_state (state=?)" in _plan(store, load)
+            assert "USING INDEX sqlite_autoindex_alarms_1 (alarm_id=?)" in _plan(store, delete)
+            assert "USING COVERING INDEX alarms_state (state=? AND updated<?)" in _plan(
+                store, prune
+            )
+            for sql in (load, delete, prune):
+                assert "SCAN" not in _plan(store, sql), sql
+
+    _run(scenario)
+
+
+@st.composite
+def _old_outboxes(draw: st.DrawFn) -> dict[OutboxAdd, float | None]:
+    """Outbox rows of an old store, sparse ids, each pending (None) or delivered at a time."""
+    ids = draw(st.sets(st.integers(1, 10_000), max_size=40))
+    return {
+        _add(i, lane=draw(st.integers(0, 3)), created=float(i)): draw(
+            st.none() | st.floats(0, 1e9, allow_nan=False)
+        )
+        for i in sorted(ids)
+    }
+
+
+@st.composite
+def _old_alarms(draw: st.DrawFn) -> list[AlarmRow]:
+    """Alarm rows of an old store: distinct text ids, records up to 600 bytes, times that
+    tie, no deadline or any, in any order."""
+    ids = draw(st.lists(st.text("ab/é0-", min_size=1, max_size=8), unique=True, max_size=30))
+    times = st.floats(allow_nan=False) | st.sampled_from([0.0, 10.0])
+    return [
+        AlarmRow(
+            alarm_id,
+            draw(st.binary(max_size=600)),
+            draw(st.sampled_from(["raised", "dispatched", "acknowledged", "cleared"])),
+            draw(st.none() | times),
+            draw(times),
+        )
+        for alarm_id in ids
+    ]
+
+
+def _by_age(alarms: Sequence[AlarmRow]) -> list[AlarmRow]:
+    """Least recently updated first, as `load_alarms` reads them."""
+    return sorted(alarms, key=lambda r: (r.updated, r.alarm_id))
+
+
+@settings(max_examples=40)  # each example writes and upgrades a database file
+@given(outbox=_old_outboxes(), alarms=_old_alarms())
+def test_a_schema_2_store_is_upgraded_with_its_pending_and_delivered_rows(
+    outbox: dict[OutboxAdd, float | None], alarms: list[AlarmRow]
+) -> None:
+    """Opening a schema 2 store moves every delivery time to `delivered`, keeps every row,
+    pending ones in lane and id order, drops the old column and indexes, rebuilds `alarms`
+    with rowids (oldest first) and every row exactly; a reopen is a no-op."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "gw.db"
+        _old_store(path, _SCHEMA_2, outbox, alarms)
+        conn = sqlite3.connect(path)
+        conn.execute("INSERT INTO seen VALUES ('k1', 'c1', 'mqtt', 10.0)")
+        conn.execute("INSERT INTO meta(key, value) VALUES ('outbox_max_id', 20000)")
+        conn.commit()
+        conn.close()
+        pending = sorted(
+            (_row(add) for add, at in outbox.items() if at is None), key=lambda r: (r.lane, r.id)
+        )
+        for _ in range(2):  # the second open finds schema 3 and changes nothing
+            store = Store(path)
+            try:
+                assert store.load_pending() == pending
+                assert store.pending_count() == len(pending)
+                assert _marks(store) == {a.id: at for a, at in outbox.items() if at is not None}
+                assert store.max_outbox_id() == 20000
+                assert store.load_seen(0.0) == [SeenRow("k1", "c1", "mqtt", 10.0)]
+                assert store.load_alarms() == _by_age(alarms)
+                assert _alarm_rows(store) == _by_age(alarms)
+                assert store.call(_alarm_keys) == _ALARM_KEYS_V3
+                assert "delivered" not in _layout(store)["outbox"]
+                assert not [c for c in _layout(store)["outbox"] if c.startswith("index")]
+                schema = store.call(
+                    lambda c: c.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                )
+                assert schema == (SCHEMA_VERSION,) == (3,)
+            finally:
+                store.close()
+
+
+def test_an_upgraded_store_marks_and_prunes(tmp_path: Path) -> None:
+    """After the upgrade, new marks and pruning work on the carried-over rows, and a
+    mark of an entry delivered before the upgrade keeps its old time."""
+    path = tmp_path / "gw.db"
+    alarms = [
+        AlarmRow("old-clear", b"c", "cleared", None, 1.0),
+        AlarmRow("raised", b"r", "raised", 9.0, 3.0),
+        AlarmRow("gone", b"g", "raised", 9.0, 4.0),
+    ]
+    _old_store(path, _SCHEMA_2, {_add(1): 5.0, _add(2): None, _add(3): None, _add(4): 50.0}, alarms)
+
+    async def scenario() -> None:
+        async with Store(path) as store:
+            await store.write([OutboxDelivered(1, 99.0), OutboxDelivered(2, 6.0), _add(5)])
+            assert _marks(store) == {1: 5.0, 2: 6.0, 4: 50.0}
+            assert (await store.prune(delivered_before=10.0)).outbox == 2
+            assert [r.id for r in store.load_pending()] == [3, 5]
+            assert _marks(store) == {4: 50.0}
+            # A carried-over alarm is updated in place (no second row), deleted, pruned.
+            await store.write(
+                [
+                    AlarmPut("raised", b"a", "acknowledged", None, 20.0),
+                    AlarmDelete("gone"),
+                    AlarmPut("new", b"n", "raised", 30.0, 21.0),
+                ]
+            )
+            assert _alarm_rows(store) == [
+                AlarmRow("old-clear", b"c", "cleared", None, 1.0),
+                AlarmRow("raised", b"a", "acknowledged", None, 20.0),
+                AlarmRow("new", b"n", "raised", 30.0, 21.0),
+            ]
+            pruned = await store.prune(alarms_before=25.0, final_states=("cleared", "acknowledged"))
+            assert pruned.alarms == 2
+            assert store.load_alarms() == [AlarmRow("new", b"n", "raised", 30.0, 21.0)]
+
+    _run(scenario)
+
+
+def test_a_schema_1_store_with_an_outbox_is_upgraded_to_3(tmp_path: Path) -> None:
+    """Schema 1 (dedup rows keyed by text, delivery in an outbox column, alarms keyed by
+    text) goes 1 -> 3 in one open: every row kept, each table in its schema 3 layout."""
+    path = tmp_path / "gw.db"
+    alarms = [
+        AlarmRow("z-newer", b"\x00" * 500, "raised", 70.0, 10.0),
+        AlarmRow("a-older", b"", "acknowledged", None, 5.0),
+    ]
+    _old_store(
+        path,
+        _SCHEMA_1_SEEN + _OUTBOX_V2 + _ALARMS_V2,
+        {_add(1, lane=2): None, _add(2): 7.0},
+        alarms,
+    )
+    store = Store(path)
+    try:
+        assert [r.key for r in store.load_seen(0.0)] == ["k1", "k2"]
+        assert store.load_pending() == [_row(_add(1, lane=2))]
+        assert _marks(store) == {2: 7.0}
+        assert _layout(store)["outbox"][-1] == "created"
+        assert _alarm_rows(store) == alarms[::-1]  # oldest first
+        assert store.load_alarms({"raised"}) == alarms[:1]
+        assert store.call(_alarm_keys) == _ALARM_KEYS_V3
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("step", "table"), [("_split_delivered", "outbox"), ("_rebuild_alarms", "alarms")]
+)
+def test_a_failed_upgrade_leaves_the_old_store_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, table: str
+) -> None:
+    """The upgrade is one transaction: if the outbox or the alarms rebuild fails (after the
+    other one ran, or before), the schema 2 store is untouched."""
+    path = tmp_path / "gw.db"
+    alarm = AlarmRow("a1", b"\x01", "raised", 70.0, 10.0)
+    _old_store(path, _SCHEMA_2, {_add(1): None, _add(2): 7.0}, [alarm])
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute(f"DROP TABLE {table}")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store_module, step, broken)
+    with pytest.raises(sqlite3.OperationalError, match="I/O"):
+        Store(path)
+    monkeypatch.undo()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT id, delivered FROM outbox").fetchall() == [(1, None), (2, 7.0)]
+        assert conn.execute("SELECT * FROM alarms").fetchall() == [dataclasses.astuple(alarm)]
+        assert store_module._alarms_keyed_by_id(conn)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (2,)
+    finally:
+        conn.close()
+    store = Store(path)
+    try:
+        assert [r.id for r in store.load_pending()] == [1]
+        assert _alarm_rows(store) == [alarm]
+        assert store.call(_alarm_keys) == _ALARM_KEYS_V3
+    finally:
+        store.close()
+
+
+def test_marks_are_idempotent_and_only_for_held_ids() -> None:
+    """A repeated mark keeps the first time and adds no row; a mark for an id the outbox
+    does not hold (never added, or pruned) adds nothing; a mark without a time fails
+    its own submission only."""
+
+    async def scenario() -> None:
+        async with Store(":memory:") as store:
+            await store.write([_add(1), _add(2), _add(3), OutboxDelivered(1, 5.0)])
+            await store.write([OutboxDelivered(1, 9.0), OutboxDelivered(1, 8.0)])
+            await store.write([OutboxDelivered(77, 9.0)])
+            assert _marks(store) == {1: 5.0}
+            assert (await store.prune(delivered_before=6.0)).outbox == 1
+            await store.write([OutboxDelivered(1, 10.0)])  # a late repeat of a pruned entry
+            assert _marks(store) == {}
+            no_time: Any = None
+            results = await asyncio.gather(
+                store.submit([OutboxDelivered(2, no_time)]),
+                store.submit([OutboxDelivered(3, 11.0)]),
+                return_exceptions=True,
+            )
+            assert isinstance(results[0], sqlite3.IntegrityError)
+            assert results[1] is None
+            assert _marks(store) == {3: 11.0}
+            assert [r.id for r in store.load_pending()] == [2]
+            assert store.max_outbox_id() == 3
+
+    _run(scenario)
+
+
+@settings(max_examples=40)  # each example starts a store and its writer thread
+@given(
+    times=st.lists(st.none() | st.integers(0, 20), max_size=60),
+    horizon=st.integers(0, 21),
+    chunk=st.integers(1, 7),
+)
+def test_prune_takes_exactly_the_rows_delivered_before_the_horizon(
+    times: list[int | None], horizon: int, chunk: int
+) -> None:
+    """Whatever order deliveries came in, chunked pruning removes exactly the rows (and
+    their marks) delivered before the horizon; pending rows and later marks stay."""
+    marked = {i: float(at) for i, at in enumerate(times, start=1) if at is not None}
+    gone = {i for i, at in marked.items() if at < horizon}
+
+    async def scenario() -> None:
+        async with Store(":memory:") as store:
+            ops: list[Op] = [_add(i) for i in range(1, len(times) + 1)]
+            ops += [OutboxDelivered(i, at) for i, at in marked.items()]
+            await store.write(ops)
+            pruned = await store.prune(delivered_before=float(horizon), chunk=chunk)
+            assert pruned == Pruned(outbox=len(gone))
+            assert _marks(store) == {i: at for i, at in marked.items() if i not in gone}
+            ids = store.call(lambda c: [r[0] for r in c.execute("SELECT id FROM outbox")])
+            assert ids == [i for i in range(1, len(times) + 1) if i not in gone]
+            assert store.max_outbox_id() == len(times)
+
+    _run(scenario)
+
+
+@given(
+    outbox=st.sets(st.integers(1, 80), max_size=60),  # dense: runs, holes and lone ids
+    marks=st.sets(st.integers(1, 80), max_size=60),
+    lanes=st.integers(1, 4),
+)
+def test_pending_is_every_unmarked_outbox_row(
+    outbox: set[int], marks: set[int], lanes: int
+) -> None:
+    """The gap query finds exactly the outbox rows with no mark, in lane and id order,
+    whatever the holes in the ids, even with marks for ids the outbox does not hold."""
+    store = Store(":memory:")
+    try:
+
+        def write(c: sqlite3.Connection) -> None:
+            adds = [_add(i, lane=i % lanes) for i in sorted(outbox)]
+            c.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?)", adds)
+            c.executemany("INSERT INTO delivered VALUES (?, 1.0)", [(i,) for i in marks])
+
+        store.call(write)
+        expected = sorted(
+            (_row(_add(i, lane=i % lanes)) for i in outbox - marks), key=lambda r: (r.lane, r.id)
+        )
+        assert store.load_pending() == expected
+        assert store.pending_count() == len(expected)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        SeenOp("k", None, "mqtt", 1.0),
+        OutboxAdd(1, 2, "t", 1, True, b"d", b"m", 3.0),
+        OutboxDelivered(1, 2.0),
+        AlarmPut("a", b"d", "raised", None, 1.0),
+        AlarmDelete("a"),
+    ],
+    ids=lambda op: type(op).__name__,
+)
+def test_ops_are_immutable_tuples_built_by_position_or_keyword(op: Op) -> None:
+    """Each op is a named tuple: the same by position and by keyword, fields in order,
+    and no field can be set."""
+    kind = type(op)
+    assert kind(*op) == kind(**op._asdict()) == op
+    assert tuple(op._asdict().values()) == tuple(op)
+    with pytest.raises(AttributeError):
+        op.__setattr__(kind._fields[0], "changed")
+    assert not hasattr(op, "__dict__")
 
 
 def test_a_key_seen_twice_reads_back_once_as_last_written(tmp_path: Path) -> None:

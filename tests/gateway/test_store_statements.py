@@ -3,11 +3,13 @@
 gateway/adapters/store.py, "Few statements per commit": rows go in multi-row
 statements whose sizes come from a fixed ladder (256, 128, ..., 1), at most 999
 bound values each (SQLite's limit before 3.32); an idempotent write (dedup
-upserts, delivered marks) pads its tail into one statement with copies of its
-last row, an outbox insert cannot and is cut greedily. These tests pin the
-chunking as a property, then write batches of 0 to about 1000 mixed ops through a real
-Store (with SQLite's variable limit lowered to 999, so an oversized statement
-would fail) and read back exactly what a one-op-at-a-time model holds.
+rows, delivered marks, alarm upserts and deletes) pads its tail into one
+statement with copies of its last row, an outbox insert cannot and is cut
+greedily. These tests pin the chunking as a property, prove that a multi-row
+upsert leaves the last put of an alarm, then write batches of 0 to about 1500
+mixed ops through a real Store (with SQLite's variable limit lowered to 999, so
+an oversized statement would fail) and read back exactly what a
+one-op-at-a-time model holds.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 
 from gateway.adapters import store as store_module
 from gateway.adapters.store import (
+    AlarmDelete,
     AlarmPut,
     AlarmRow,
     Op,
@@ -73,11 +76,8 @@ def _row(add: OutboxAdd) -> OutboxRow:
 
 
 def _delivered(store: Store) -> dict[int, float]:
-    rows = store.call(
-        lambda c: c.execute(
-            "SELECT id, delivered FROM outbox WHERE delivered IS NOT NULL"
-        ).fetchall()
-    )
+    """Every mark the `delivered` table holds (schema 3), by outbox id."""
+    rows = store.call(lambda c: c.execute("SELECT id, at FROM delivered").fetchall())
     return {int(i): float(at) for i, at in rows}
 
 
@@ -129,11 +129,124 @@ def test_padding_fills_the_tail_to_the_next_ladder_size() -> None:
 
 
 @pytest.mark.parametrize("n", _LADDER)
-def test_a_delivered_mark_statement_binds_its_time_and_ids(n: int) -> None:
-    """One '?' for the time and one per id: at most 257 values, and only unmarked rows move."""
-    sql = store_module._delivered_sql(n)
-    assert sql.count("?") == n + 1 <= _MAX_VALUES
-    assert "delivered IS NULL" in sql
+def test_a_delivered_mark_statement_appends_id_and_time_pairs(n: int) -> None:
+    """Two '?' per mark (at most 512 values); a repeated id changes nothing, and only
+    ids the outbox holds are marked."""
+    head, row, width, tail = store_module._SQL_DELIVERED_ROWS
+    sql = store_module._rows_sql(head, row, n, tail)
+    assert width == 2
+    assert sql.count("?") == 2 * n <= _MAX_VALUES
+    assert sql.startswith("INSERT INTO delivered")
+    assert "ON CONFLICT(id) DO NOTHING" in sql
+    assert "FROM outbox WHERE outbox.id" in sql
+
+
+# ----------------------------------------------------------------- alarm upserts
+def _alarm_table() -> sqlite3.Connection:
+    """A connection with the store's schema, its variable limit held to 999."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    store_module._setup(conn, "FULL", 0)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, _MAX_VALUES)
+    return conn
+
+
+def _alarms(conn: sqlite3.Connection) -> dict[str, AlarmRow]:
+    rows = conn.execute("SELECT alarm_id, data, state, deadline, updated FROM alarms")
+    return {row[0]: AlarmRow(*row) for row in rows}
+
+
+@given(
+    puts=st.lists(
+        st.builds(
+            AlarmPut,
+            st.sampled_from(["a", "b", "c"]) | st.text(max_size=3),
+            st.binary(max_size=8),
+            st.sampled_from(["raised", "cleared"]),
+            st.none() | st.floats(allow_nan=False),
+            st.floats(allow_nan=False),
+        ),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_a_multi_row_upsert_leaves_the_last_put_of_each_alarm(puts: list[AlarmPut]) -> None:
+    """SQLite applies the rows of one INSERT ... ON CONFLICT DO UPDATE in order: a later row
+    of an alarm updates over an earlier one, in the same statement or the next one, and the
+    padded tail changes nothing. Up to 128 puts are one statement."""
+    conn = _alarm_table()
+    statements: list[str] = []
+    try:
+        conn.set_trace_callback(statements.append)
+        store_module._write_rows(conn, store_module._SQL_ALARM_PUT_ROWS, puts, pad=True)
+        conn.set_trace_callback(None)
+        expected = {put.alarm_id: AlarmRow(*put) for put in puts}
+        assert _alarms(conn) == expected
+        assert len(statements) == len(_chunks(list(range(len(puts))), 5, pad=True))
+        if len(puts) <= _top(5) == 128:
+            assert len(statements) == 1
+    finally:
+        conn.close()
+
+
+def test_an_alarm_put_first_and_last_in_one_statement_ends_as_the_last() -> None:
+    """The first and the last row of one statement name the same alarm, with others between
+    and a repeat in the padded tail: one row is left, as the last put wrote it."""
+    conn = _alarm_table()
+    try:
+        puts = [
+            AlarmPut("a", b"1", "raised", 5.0, 1.0),
+            AlarmPut("b", b"1", "raised", None, 1.0),
+            AlarmPut("a", b"2", "dispatched", 6.0, 2.0),
+            AlarmPut("c", b"1", "raised", None, 1.0),
+            AlarmPut("a", b"3", "acknowledged", None, 3.0),
+        ]
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        store_module._write_rows(conn, store_module._SQL_ALARM_PUT_ROWS, puts, pad=True)
+        conn.set_trace_callback(None)
+        assert len(statements) == 1
+        assert statements[0].count("('a',") == 6  # 5 rows padded to 8 with the last one
+        assert _alarms(conn)["a"] == AlarmRow("a", b"3", "acknowledged", None, 3.0)
+        assert conn.execute("SELECT count(*) FROM alarms").fetchone() == (3,)
+    finally:
+        conn.close()
+
+
+def test_alarm_runs_take_few_statements_in_submission_order() -> None:
+    """300 puts, 50 deletes and 300 puts again commit as 3 + 1 + 3 statements, in that
+    order, and leave what one op at a time leaves."""
+
+    async def scenario() -> None:
+        statements: list[str] = []
+        # Each put run names some alarms twice, with different records.
+        ops: list[Op] = [
+            AlarmPut(f"a{i % 200}", b"%d" % i, "raised", None, 1.0) for i in range(300)
+        ]
+        ops += [AlarmDelete(f"a{i}") for i in range(50)]
+        ops += [AlarmPut(f"a{150 + i % 250}", b"%d" % i, "raised", None, 2.0) for i in range(300)]
+        store = Store(":memory:", commit_interval_ms=_NEVER, commit_max_batch=len(ops))
+        _limit_variables(store)
+        async with store:
+            store.call(lambda c: c.set_trace_callback(statements.append))
+            await asyncio.wait_for(store.write(ops), _WAIT_S)
+            store.call(lambda c: c.set_trace_callback(None))
+            model = _Model()
+            model.apply(ops)
+            assert store.load_alarms() == sorted(
+                model.alarms.values(), key=lambda r: (r.updated, r.alarm_id)
+            )
+            assert len(model.alarms) == 350  # a0..a49 deleted, a50..a399 left
+            assert model.alarms["a60"].data == b"260"  # the later of two puts
+            assert model.alarms["a160"].data == b"260"
+
+        kinds = [s.split(" WHERE")[0][:18] for s in statements if "alarms" in s]
+        # 300 = 2 x 128 + 44 (padded to 64); 50 deletes padded to 64, one statement.
+        assert (
+            kinds
+            == ["INSERT INTO alarms"] * 3 + ["DELETE FROM alarms"] + ["INSERT INTO alarms"] * 3
+        )
+
+    _run(scenario)
 
 
 # ----------------------------------------------------------------- through a store
@@ -159,6 +272,8 @@ class _Model:
                 self.alarms[op.alarm_id] = AlarmRow(
                     op.alarm_id, op.data, op.state, op.deadline, op.updated
                 )
+            else:
+                self.alarms.pop(op.alarm_id, None)
 
     def pending(self) -> list[OutboxRow]:
         rows = (r for i, r in self.outbox.items() if i not in self.delivered)
@@ -167,10 +282,12 @@ class _Model:
 
 @st.composite
 def _batch(draw: st.DrawFn) -> tuple[list[list[Op]], list[Op]]:
-    """0 to about 1000 ops in a few submissions, then a second batch of repeated marks.
+    """0 to about 1500 ops in a few submissions, then a second batch of repeated marks.
 
     Marks follow their adds and their times never go back (as the gateway's
-    clock stamps them); they share one `at` or spread over a few.
+    clock stamps them); they share one `at` or spread over a few. Alarm puts
+    and deletes come in runs (of up to 300 ops: past the 128 rows of one
+    upsert), over a few alarms, so one statement holds several puts of an alarm.
     """
     adds = [_add(i) for i in range(1, draw(st.integers(0, 300)) + 1)]
     keys = draw(st.integers(1, 300))
@@ -178,12 +295,25 @@ def _batch(draw: st.DrawFn) -> tuple[list[list[Op]], list[Op]]:
         SeenOp(f"k{i % keys}", None if i % 7 == 0 else f"c{i}", "mqtt", float(i % 11))
         for i in range(draw(st.integers(0, 250)))
     ]
-    puts: list[Op] = [
-        AlarmPut(f"a{i % 13}", b"%d" % i, "raised", None if i % 2 else float(i), float(i))
-        for i in range(draw(st.integers(0, 60)))
-    ]
-    ops: list[Op] = [*adds, *seen, *puts]
-    draw(st.randoms(use_true_random=False)).shuffle(ops)
+    alarms = draw(st.integers(1, 13))
+    runs: list[list[Op]] = []
+    for r in range(draw(st.integers(0, 4))):
+        size = draw(st.sampled_from([1, 2, 3, 127, 128, 129, 300]))
+        if draw(st.booleans()):
+            runs.append([AlarmDelete(f"a{(r + i) % alarms}") for i in range(size)])
+        else:
+            runs.append(
+                [
+                    AlarmPut(f"a{i % alarms}", b"%d/%d" % (r, i), "raised", float(i), float(r))
+                    for i in range(size)
+                ]
+            )
+    ops: list[Op] = [*adds, *seen]
+    rng = draw(st.randoms(use_true_random=False))
+    rng.shuffle(ops)
+    for run in runs:  # each at a random place, perhaps inside an earlier one
+        at = rng.randint(0, len(ops))
+        ops[at:at] = run
     every = draw(st.integers(1, 4))
     times = draw(st.integers(1, 3))
     marked = [add.id for add in adds[::every]]
@@ -204,8 +334,8 @@ def _batch(draw: st.DrawFn) -> tuple[list[list[Op]], list[Op]]:
 @settings(max_examples=40)  # each example opens a store and its writer thread
 @given(batch=_batch())
 def test_a_batch_of_any_size_reads_back_exactly(batch: tuple[list[list[Op]], list[Op]]) -> None:
-    """One commit of 0 to about 1000 mixed ops leaves exactly the model's rows; a later repeated
-    mark moves no `delivered` time, and a mark for an unknown id changes nothing."""
+    """One commit of 0 to about 1500 mixed ops leaves exactly the model's rows; a later repeated
+    mark moves no `delivered` time, and a mark for an unknown id adds no row."""
     submissions, again = batch
     total = sum(len(ops) for ops in submissions)
     model = _Model()
@@ -239,7 +369,8 @@ def test_a_batch_of_any_size_reads_back_exactly(batch: tuple[list[list[Op]], lis
 
 
 def test_a_big_batch_takes_few_statements() -> None:
-    """700 dedup rows, 700 outbox rows and 700 marks commit in 6 + 14 + 3 statements."""
+    """700 dedup rows, 700 outbox rows and 700 marks commit in 6 + 14 + 3 statements
+    (marks are appends to `delivered`: no UPDATE is left)."""
 
     async def scenario() -> None:
         statements: list[str] = []
@@ -263,7 +394,8 @@ def test_a_big_batch_takes_few_statements() -> None:
         # 700 = 2 x 256 + 188 (one padded tail).
         assert count("INSERT INTO seen") == 6
         assert count("INSERT INTO outbox") == 14
-        assert count("UPDATE outbox SET delivered") == 3
+        assert count("INSERT INTO delivered") == 3
+        assert not any(s.startswith("UPDATE") for s in statements)
 
     _run(scenario)
 
@@ -311,13 +443,8 @@ def test_a_duplicate_outbox_id_fails_only_its_own_submission() -> None:
     _run(scenario)
 
 
-@pytest.mark.parametrize("update_from", [True, False], ids=["update-from", "sqlite-before-3.33"])
-def test_marks_at_different_times_in_one_batch_keep_their_own_times(
-    update_from: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Marks stamped at different times in one commit each land with their own time,
-    with UPDATE ... FROM and with one statement per time (SQLite before 3.33)."""
-    monkeypatch.setattr(store_module, "_UPDATE_FROM", update_from)
+def test_marks_at_different_times_in_one_batch_keep_their_own_times() -> None:
+    """Marks stamped at different times in one commit each land with their own time."""
 
     async def scenario() -> None:
         async with Store(":memory:", commit_interval_ms=_NEVER, commit_max_batch=9) as store:
