@@ -47,13 +47,15 @@ from gateway.core.records import (
     alarm_from_record,
     alarm_record,
     dispatch_from_record,
-    dispatch_record,
+    dispatch_record_head,
 )
+from protocols.payloads import encode, with_packed_entries
 
 __all__ = ["Journal", "Recovered"]
 
 _DISPATCH = b"d"
 _RAW = b"r"
+_BODY: bytes = msgpack.packb("body")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +178,12 @@ class Journal:
     @staticmethod
     def _outbox_add(item: Outgoing, lane: int, now: float) -> OutboxAdd:
         assert item.outbox_id is not None
-        if item.dispatch is not None:
-            data = msgpack.packb(dispatch_record(item.dispatch))
+        dispatch = item.dispatch
+        if dispatch is not None:
+            # The body is packed once: into the stored record here, and onto the
+            # wire at send time with `dispatch_ts` appended (`Outgoing.payload`).
+            body = item.payload = encode(dispatch.body)
+            data = with_packed_entries(msgpack.packb(dispatch_record_head(dispatch)), _BODY + body)
             meta = _DISPATCH
         else:
             data, meta = item.payload, _RAW

@@ -24,13 +24,15 @@ __all__ = ["MemoryOutbox", "Outgoing"]
 
 @dataclass(slots=True)
 class Outgoing:
-    """One publish the gateway owes: a dispatch (body encoded at send time) or a raw payload."""
+    """One publish the gateway owes: a dispatch or a raw payload."""
 
     topic: str
     qos: int
     retain: bool = False
     dispatch: Dispatch | None = None
     payload: bytes = b""
+    """The raw payload; for a dispatch, its body packed once (b"" until packed),
+    to which the sender appends `dispatch_ts`."""
     attempts: int = 0
     outbox_id: int | None = None
     """Its row in the durable store, once recorded."""

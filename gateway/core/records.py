@@ -23,6 +23,7 @@ __all__ = [
     "alarm_record",
     "dispatch_from_record",
     "dispatch_record",
+    "dispatch_record_head",
     "event_from_record",
     "event_record",
 ]
@@ -87,6 +88,12 @@ def event_from_record(record: Mapping[str, Any]) -> Event:
 
 def dispatch_record(dispatch: Dispatch) -> dict[str, Any]:
     """A `Dispatch` (its body included) as a plain map."""
+    return {**dispatch_record_head(dispatch), "body": dict(dispatch.body)}
+
+
+def dispatch_record_head(dispatch: Dispatch) -> dict[str, Any]:
+    """`dispatch_record` less its "body": for a writer that appends the body already
+    packed (the journal packs each body once, for the store and the wire)."""
     target = dispatch.target
     return {
         "f": _FORMAT,
@@ -97,7 +104,6 @@ def dispatch_record(dispatch: Dispatch) -> dict[str, Any]:
         "qos": target.qos,
         "priority": int(dispatch.priority),
         "source": dispatch.source.value,
-        "body": dict(dispatch.body),
         "ingress_ts": dispatch.ingress_ts,
         "device_ts": dispatch.device_ts,
     }
