@@ -58,6 +58,10 @@ class Lanes(Generic[T]):
     def __len__(self) -> int:
         return self._size
 
+    def queued(self, lane: int) -> int:
+        """Items waiting in one lane (deferred ones not counted)."""
+        return len(self._lanes[lane])
+
     def push(self, lane: int, item: T) -> Queued[T] | None:
         """Queue an item; returns the pass it displaced, if the pass lane was full."""
         if lane not in self._lanes:
@@ -72,10 +76,13 @@ class Lanes(Generic[T]):
             return queue.popleft()
         return None
 
-    def pop(self, now: float) -> Queued[T] | None:
-        """The next item to send: deferred items now due, then the best lane."""
+    def pop(self, now: float, *, passes: bool = True) -> Queued[T] | None:
+        """The next item to send: deferred items now due, then the best lane.
+
+        `passes=False` leaves the pass lane alone (the caller has as many passes
+        in flight as it allows): an alarm still comes out."""
         self._release(now)
-        for lane in range(1, 6):
+        for lane in range(1, PASS_LANE + 1 if passes else PASS_LANE):
             queue = self._lanes[lane]
             if queue:
                 self._size -= 1

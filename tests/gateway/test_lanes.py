@@ -111,3 +111,17 @@ def test_misuse_raises() -> None:
         Lanes[str]().push(9, "x")
     with pytest.raises(ValueError, match="max_passes"):
         Lanes[str](max_passes=0)
+
+
+def test_pop_without_passes_leaves_the_pass_lane_alone() -> None:
+    """`passes=False` serves every alarm lane and no pass, then nothing."""
+    lanes: Lanes[str] = Lanes()
+    lanes.push(PASS_LANE, "pass")
+    lanes.push(4, "info")
+    first = lanes.pop(0.0, passes=False)
+    assert first is not None
+    assert first.item == "info"
+    assert lanes.pop(0.0, passes=False) is None
+    last = lanes.pop(0.0)
+    assert last is not None
+    assert last.item == "pass"
