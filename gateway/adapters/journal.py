@@ -49,13 +49,13 @@ from gateway.core.records import (
     dispatch_from_record,
     dispatch_record_head,
 )
-from protocols.payloads import encode, with_packed_entries
+from protocols.payloads import encode, packed_str, with_packed_entries
 
 __all__ = ["Journal", "Recovered"]
 
 _DISPATCH = b"d"
 _RAW = b"r"
-_BODY: bytes = msgpack.packb("body")
+_BODY = packed_str("body")
 
 
 @dataclass(frozen=True, slots=True)
