@@ -174,3 +174,38 @@ def test_a_flood_of_plate_reads_never_pushes_an_alarm_out() -> None:
         assert not dedup.is_duplicate(passed, T0 + n * 0.01)
     assert dedup.is_duplicate(panic_, T0 + 2)
     assert len(dedup) == 11  # 10 plate reads (the newest) + the panic
+
+
+def test_a_large_memory_is_sharded_and_still_bounded() -> None:
+    """At district size the maps are split into shards no rebuild of which walks
+    more than a slice (a FIFO dict of 500,000 stalled the loop 45-200 ms); the
+    bound, the recent identities and the window hold as before."""
+    max_entries = 50_000
+    dedup = make(max_entries=max_entries)
+    first = checkpoint_event(CONFIG, record_id="r-first")
+    assert not dedup.is_duplicate(first, T0)
+    total = 2 * max_entries
+    for n in range(total):
+        assert not dedup.is_duplicate(checkpoint_event(CONFIG, record_id=f"r-{n}"), T0 + 1)
+    recent = dedup._traffic  # the shards are the point here
+    assert len(recent.shards) == max_entries // 8192
+    assert recent.cap * len(recent.shards) <= max_entries
+    assert all(len(shard) == recent.cap <= 2 * 8192 for shard in recent.shards)
+    assert len(dedup) == recent.cap * len(recent.shards)
+    # The newest are remembered, the first is long gone.
+    for n in range(total - 100, total):
+        assert dedup.is_duplicate(checkpoint_event(CONFIG, record_id=f"r-{n}"), T0 + 2)
+    assert not dedup.is_duplicate(first, T0 + 2)
+
+
+def test_a_large_memory_keeps_the_window_exact() -> None:
+    """Age is judged on the identity's own shard at lookup: remembered up to the
+    window's end, new again just after it, whatever the other shards hold."""
+    dedup = make(max_entries=100_000)
+    panic_ = phone_event(CONFIG, seq=1)
+    assert not dedup.is_duplicate(panic_, T0)
+    for n in range(2000):
+        dedup.is_duplicate(phone_event(CONFIG, seq=1000 + n), T0 + 1)
+    assert dedup.is_duplicate(panic_, T0 + WINDOW)
+    assert dedup.is_duplicate(phone_event(CONFIG, seq=1500), T0 + WINDOW)
+    assert not dedup.is_duplicate(panic_, T0 + WINDOW + 2)
