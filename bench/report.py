@@ -23,7 +23,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["commit", "machine", "ratios", "targets", "write_outputs"]
+__all__ = ["commit", "machine", "ratios", "slowest_lines", "targets", "write_outputs"]
 
 Json = dict[str, Any]
 
@@ -258,6 +258,29 @@ def _hops(step: Json, kind: str) -> str:
     return " | ".join(cells)
 
 
+def slowest_lines(step: Json, kind: str, label: str) -> list[str]:
+    """The slowest messages of a kind, when they were due and their hops: a p99 over
+    a trickle is nearly its maximum, and several slow ones due at one moment are
+    one stall (bench.stats)."""
+    slowest = step.get("slowest_by_kind", {}).get(kind)
+    if not slowest:
+        return []
+    lines = [
+        "",
+        f"Slowest {label} (due = seconds into the step):",
+        "",
+        "| due s | sink topic | ms | to ingress | in gateway | to sink |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    lines.extend(
+        f"| {slow['at_s']:.3f} | {slow['topic']} | {_f(slow['ms'], 1)} | "
+        f"{_f(slow.get('to_ingress'), 1)} | {_f(slow.get('in_system'), 1)} | "
+        f"{_f(slow.get('to_sink'), 1)} |"
+        for slow in slowest
+    )
+    return lines
+
+
 def summary_markdown(results: Json, png: str | None) -> str:
     """The short summary: headline table, per-step tables, overload, district, targets."""
     meta = results["meta"]
@@ -411,6 +434,7 @@ def summary_markdown(results: Json, png: str | None) -> str:
                 "after the load ended."
             ),
         ]
+        lines += slowest_lines(overload, "panic", "panics")
     lines += ["", "## District scale", ""]
     lines += [
         (

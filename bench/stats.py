@@ -22,11 +22,15 @@ took it: generator, broker queue, the system's receive window), *in system*
 sink* (the dispatch's publish, the broker, the sink).
 
 Percentiles are nearest-rank over the messages of events scheduled in the
-measured window (after the warm-up part of the step).
+measured window (after the warm-up part of the step). A p99 over a trickle (the
+overload's 200 panics) is nearly its maximum, so the slowest few messages of
+each kind are kept too, each with when it was scheduled and its hops: a stall
+shared by several of them shows as one moment.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -34,7 +38,10 @@ from dataclasses import asdict, dataclass
 
 from bench.load import Planned, step_of
 
-__all__ = ["Accounting", "Percentiles", "Received", "account", "percentiles"]
+__all__ = ["Accounting", "Percentiles", "Received", "Slow", "account", "percentiles"]
+
+_SLOWEST = 8
+"""Slowest messages kept per kind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,23 @@ def percentiles(values: Iterable[float]) -> Percentiles | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Slow:
+    """One of the slowest messages of a kind: when it was due (seconds after the
+    step's first scheduled send), its latency and, where stamped, its hops (ms)."""
+
+    at_s: float
+    ms: float
+    topic: str
+    to_ingress: float | None = None
+    in_system: float | None = None
+    to_sink: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain values for the JSON result file."""
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True, slots=True)
 class Accounting:
     """The outcome of one step."""
 
@@ -114,6 +138,8 @@ class Accounting:
     """The worst latency (ms) of the messages of each second of the schedule: stalls."""
     hops_by_kind: dict[str, dict[str, Percentiles]]
     """Per kind of event, percentiles of each hop (see the module docstring)."""
+    slowest_by_kind: dict[str, tuple[Slow, ...]]
+    """Per kind of event, its slowest measured messages, slowest first."""
 
     def as_dict(self) -> dict[str, object]:
         """Plain values for the JSON result file."""
@@ -134,6 +160,10 @@ class Accounting:
             "hops_ms_by_kind": {
                 kind: {hop: v.as_dict() for hop, v in hops.items()}
                 for kind, hops in self.hops_by_kind.items()
+            },
+            "slowest_by_kind": {
+                kind: [slow.as_dict() for slow in slowest]
+                for kind, slowest in self.slowest_by_kind.items()
             },
         }
 
@@ -162,7 +192,9 @@ def account(
     start = min((p.t for p in planned), default=0.0)
     worst: defaultdict[int, float] = defaultdict(float)
     hops: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
-    for message in received:
+    # (latency, arrival order: ties never compare messages, message, send)
+    slow: defaultdict[str, list[tuple[float, int, Received, Planned]]] = defaultdict(list)
+    for order, message in enumerate(received):
         key = (message.topic, message.device, message.number)
         sent = owed.get(key)
         if sent is None:
@@ -183,10 +215,15 @@ def account(
         second = int(sent.t - start)
         worst[second] = max(worst[second], latency_ms)
         if sent.t >= measure_from:
+            kind = sent.kind.value
             latencies.append(latency_ms)
-            by_kind[sent.kind.value].append(latency_ms)
+            by_kind[kind].append(latency_ms)
+            slowest = slow[kind]
+            if len(slowest) < _SLOWEST:
+                heapq.heappush(slowest, (latency_ms, order, message, sent))
+            elif latency_ms > slowest[0][0]:
+                heapq.heapreplace(slowest, (latency_ms, order, message, sent))
             if message.ingress_ts is not None and message.dispatch_ts is not None:
-                kind = sent.kind.value
                 hops[(kind, "to_ingress")].append((message.ingress_ts - sent.t) * 1000.0)
                 hops[(kind, "in_system")].append((message.dispatch_ts - message.ingress_ts) * 1e3)
                 hops[(kind, "to_sink")].append((message.t - message.dispatch_ts) * 1000.0)
@@ -206,6 +243,10 @@ def account(
         figures = percentiles(values)
         if figures is not None:
             hops_by_kind.setdefault(kind, {})[hop] = figures
+    slowest_by_kind = {
+        kind: tuple(_slow(ms, message, sent, start) for ms, _, message, sent in sorted(items)[::-1])
+        for kind, items in sorted(slow.items())
+    }
     return Accounting(
         events=len(planned),
         expected=len(owed),
@@ -222,4 +263,18 @@ def account(
         last_receipt=last_receipt,
         worst_by_second=tuple(worst[s] for s in range(max(worst, default=-1) + 1)),
         hops_by_kind=hops_by_kind,
+        slowest_by_kind=slowest_by_kind,
+    )
+
+
+def _slow(ms: float, message: Received, sent: Planned, start: float) -> Slow:
+    if message.ingress_ts is None or message.dispatch_ts is None:
+        return Slow(sent.t - start, ms, message.topic)
+    return Slow(
+        sent.t - start,
+        ms,
+        message.topic,
+        (message.ingress_ts - sent.t) * 1000.0,
+        (message.dispatch_ts - message.ingress_ts) * 1000.0,
+        (message.t - message.dispatch_ts) * 1000.0,
     )

@@ -38,6 +38,7 @@ from bench.load import (
 )
 from bench.profile import summarise_raw
 from bench.relay import Routes
+from bench.report import slowest_lines
 from bench.sink import decode_received
 from bench.stats import Received, account, percentiles
 from bench.wire import (
@@ -239,6 +240,29 @@ def test_account_matches_loss_duplicates_unexpected_stale() -> None:
     assert result.as_dict()["lost"] == 1
 
 
+def test_account_keeps_the_slowest_with_their_hops() -> None:
+    """The slowest messages of a kind are kept, slowest first, with when they were
+    due and, where the system stamped them, their hops."""
+    base = 5 * ID_SPAN
+    planned = [_planned(base + i, 10.0 + i, ("a",)) for i in range(12)]
+    received = [
+        Received(10.0 + i + 0.001 * (i + 1), "a", "h1", base + i, False, 10.0 + i, 10.0 + i)
+        for i in range(11)
+    ]
+    received.append(Received(21.5, "a", "h1", base + 11))  # unstamped (a relay's)
+    result = account(planned, received, measure_from=10.0, measure_to=22.0)
+    slowest = result.slowest_by_kind["alarm"]
+    assert [round(s.ms) for s in slowest] == [500, 11, 10, 9, 8, 7, 6, 5]
+    assert slowest[0].at_s == pytest.approx(11.0)
+    assert slowest[0].to_ingress is None
+    assert slowest[1].at_s == pytest.approx(10.0)
+    assert slowest[1].to_ingress == pytest.approx(0.0)
+    assert slowest[1].to_sink == pytest.approx(11.0)
+    first = result.as_dict()["slowest_by_kind"]["alarm"][1]  # type: ignore[index]
+    assert first["topic"] == "a"
+    assert first["in_system"] == 0.0
+
+
 def test_percentiles_nearest_rank() -> None:
     """Nearest rank: p50 of 1..100 is 50, p99 is 99, p99.9 and max are 100."""
     found = percentiles(float(v) for v in random.Random(1).sample(range(1, 101), 100))
@@ -329,3 +353,34 @@ def test_smoke_run_delivers_everything_once(tmp_path: Path) -> None:
     assert results["meta"]["machine"]["cores"]
     assert any(t["target"].startswith("start-up") for t in results["targets"])
     assert (tmp_path / "summary.md").read_text(encoding="utf-8").startswith("# alarmgw benchmark")
+
+
+def test_summary_lists_the_slowest_panics() -> None:
+    """The summary's overload part names the slowest panics with when they were due
+    and their hops; a relay's (no stamps) shows dashes; none, no table."""
+    step = {
+        "slowest_by_kind": {
+            "panic": [
+                {
+                    "at_s": 5.849,
+                    "ms": 202.65,
+                    "topic": "t/a",
+                    "to_ingress": 200.2,
+                    "in_system": 1.8,
+                    "to_sink": 0.6,
+                },
+                {
+                    "at_s": 6.0,
+                    "ms": 12.0,
+                    "topic": "t/b",
+                    "to_ingress": None,
+                    "in_system": None,
+                    "to_sink": None,
+                },
+            ]
+        }
+    }
+    lines = slowest_lines(step, "panic", "panics")
+    assert "| 5.849 | t/a | 202.7 | 200.2 | 1.8 | 0.6 |" in lines
+    assert "| 6.000 | t/b | 12.0 | - | - | - |" in lines
+    assert slowest_lines(step, "pass", "passes") == []
