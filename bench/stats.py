@@ -72,9 +72,14 @@ class Percentiles:
     p999: float
     max: float
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, object]:
         """Plain values for the JSON result file (ms, rounded to µs)."""
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return _rounded(self)
+
+
+def _rounded(figures: Percentiles | Slow) -> dict[str, object]:
+    """A dataclass's fields as plain values, floats (ms) rounded to µs."""
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(figures).items()}
 
 
 def _rank(ordered: Sequence[float], fraction: float) -> float:
@@ -110,8 +115,8 @@ class Slow:
     to_sink: float | None = None
 
     def as_dict(self) -> dict[str, object]:
-        """Plain values for the JSON result file."""
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        """Plain values for the JSON result file (ms, rounded to µs)."""
+        return _rounded(self)
 
 
 @dataclass(frozen=True, slots=True)

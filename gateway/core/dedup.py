@@ -45,8 +45,9 @@ TRAFFIC_PREFIX = "cp/"
 _V = TypeVar("_V")
 
 _SHARD_ENTRIES: Final = 8192
-"""Entries per shard a map aims at (a shard's rebuild: well under a millisecond)."""
+"""Entries per shard a map aims at (a shard's rebuild took at most 1.8 ms here)."""
 _MAX_SHARDS: Final = 256
+"""Past 256 x 8,192 entries (about 2 million) the shards grow instead."""
 
 
 class _Recent(Generic[_V]):
@@ -161,6 +162,7 @@ def _expire(entries: OrderedDict[str, float], horizon: float) -> None:
 
 
 def _expire_content(entries: OrderedDict[str, tuple[float, str]], horizon: float) -> None:
+    """`_expire` for the content map, whose values are (when, transport)."""
     while entries and next(iter(entries.values()))[0] < horizon:
         entries.popitem(last=False)
 
