@@ -53,6 +53,7 @@ from gateway.core.intake import Acked, Intake, Refused
 from gateway.core.lanes import PASS_LANE, Queued
 from gateway.core.pipeline import Availability, Core, Dispatch, Outcome
 from gateway.core.routing import Channel, Target
+from gateway.logbudget import LogBudget
 from gateway.metrics import Metrics
 from protocols.frames import NakCode, encode_ack, encode_nak
 from protocols.payloads import (
@@ -106,6 +107,8 @@ confirmations instead of one per confirmation (a full window means PUBACKs are
 flowing, so 32 free up within a few milliseconds)."""
 _RETRY_S = 0.5
 _PRUNE_EVERY_S = 600.0
+_HELD_LINES_EVERY_S = 1.0
+"""How often the count of log lines held back by the budget is written."""
 _ONLINE = b"online"
 _DISPATCH_TS = packed_str("dispatch_ts")
 _OFFLINE = b"offline"
@@ -164,6 +167,9 @@ class Gateway:
         self.clock = clock
         self.durable = durable
         self.log = structlog.get_logger("alarmgw")
+        self.log_budget = LogBudget()
+        """Per-alarm log lines in a storm: a budget per kind, the rest counted
+        (gateway/logbudget.py; the metrics carry every figure)."""
         self.topics = Topics(config.mqtt.base_topic)
         self.core = Core(config)
         self.intake = Intake(self.core, self.topics)
@@ -291,6 +297,7 @@ class Gateway:
                 stack.push_async_callback(self._goodbye)
                 tg.start_soon(self._pump, name="publisher")
                 tg.start_soon(self._timers, name="timers")
+                tg.start_soon(self._held_lines, name="log-budget")
                 if self.journal.store is not None:
                     tg.start_soon(self._pruner, name="pruner")
                 for line in self.lines:
@@ -410,7 +417,7 @@ class Gateway:
                     received[result.source] = received.get(result.source, 0) + 1
                 self._stage_refused(staged, result, now)
             else:
-                self._stage_acked(staged, result)
+                self._stage_acked(staged, result, now)
         for source, count in received.items():
             self._received[(source, "mqtt")].inc(count)
         if not await self._store(staged):
@@ -481,11 +488,17 @@ class Gateway:
                 self.core.rollback(outcome)
             return False
         timers_moved = False
+        now = self.clock()
+        allow = self.log_budget.allow
         for outcome in staged.outcomes:
             event = outcome.event
             if outcome.duplicate:
                 self._duplicates[event.source.value].inc()
-            if outcome.dispatches and event.category is not Category.PASS:
+            if (
+                outcome.dispatches
+                and event.category is not Category.PASS
+                and allow("alarm accepted", now)
+            ):
                 self.log.info(
                     "alarm accepted",
                     alarm_id=event.alarm_id,
@@ -504,30 +517,33 @@ class Gateway:
         """Count and log a rejection now; its dead letter is stored with the batch."""
         rejected = refused.rejected
         self.metrics.rejected(refused.source, rejected.reason)
-        self.log.warning(
-            "input rejected",
-            reason=rejected.reason.value,
-            detail=rejected.detail,
-            topic=refused.topic,
-        )
+        if self.log_budget.allow("input rejected", now):
+            self.log.warning(
+                "input rejected",
+                reason=rejected.reason.value,
+                detail=rejected.detail,
+                topic=refused.topic,
+            )
         body = encode(deadletter_payload(rejected, refused.topic, now))
         letter = Outgoing(self.topics.deadletter, 1, payload=body)
         staged.publishes.append((_DEADLETTER_LANE, letter))
 
-    def _stage_acked(self, staged: _Staged, acked: Acked) -> None:
+    def _stage_acked(self, staged: _Staged, acked: Acked, now: float) -> None:
         """An operator's acknowledgement: stored before the PUBACK, so never forgotten."""
         outcome = acked.outcome
         self.metrics.acks.labels(acked.sink_kind, "yes" if outcome.known else "no").inc()
         if outcome.latency_s is not None:
             self.metrics.ack_latency.labels(acked.sink_kind).observe(outcome.latency_s)
-        self.log.info(
-            "alarm acknowledged" if outcome.known else "ack for an unknown alarm",
-            alarm_id=outcome.alarm_id,
-            by=acked.by,
-            sink=f"{acked.sink_kind}/{acked.sink_id}",
-            first=outcome.first,
-            ack_latency_s=outcome.latency_s,
-        )
+        what = "alarm acknowledged" if outcome.known else "ack for an unknown alarm"
+        if self.log_budget.allow(what, now):
+            self.log.info(
+                what,
+                alarm_id=outcome.alarm_id,
+                by=acked.by,
+                sink=f"{acked.sink_kind}/{acked.sink_id}",
+                first=outcome.first,
+                ack_latency_s=outcome.latency_s,
+            )
         alarm = self.core.alarms.get(outcome.alarm_id) if outcome.first else None
         if alarm is not None:
             staged.alarms.append(alarm)
@@ -698,6 +714,8 @@ class Gateway:
         # on its own (one store write fewer per alarm): after a restart an ack's
         # latency counts from when the alarm was raised, a few ms earlier.
         self.core.dispatched(dispatch, now)
+        if not self.log_budget.allow("alarm dispatched", now):
+            return
         self.log.info(
             "alarm dispatched",
             alarm_id=dispatch.alarm_id,
@@ -730,17 +748,19 @@ class Gateway:
     async def _fire(self, now: float) -> None:
         tick = self.core.tick(now)
         publishes: list[Publish] = []
+        allow = self.log_budget.allow
         for change in tick.availability:
             publishes.append(self._availability(change.device_id, change.online))
-            self.log.warning(
-                "device offline" if not change.online else "device online",
-                device=change.device_id,
-                device_class=change.device_class.value,
-            )
+            what = "device offline" if not change.online else "device online"
+            if allow(what, now):
+                self.log.warning(
+                    what, device=change.device_id, device_class=change.device_class.value
+                )
         publishes.extend(self._publishes(None, tick.dispatches))
         for alarm_id in tick.escalated:
             self.metrics.escalations.inc()
-            self.log.warning("alarm escalated: no acknowledgement in time", alarm_id=alarm_id)
+            if allow("alarm escalated", now):
+                self.log.warning("alarm escalated: no acknowledgement in time", alarm_id=alarm_id)
         if publishes or tick.alarms:
             stored = await self.journal.record(publishes, alarms=tick.alarms, now=now)
             if not stored:
@@ -748,6 +768,18 @@ class Gateway:
                 # anyway, from memory, rather than not at all.
                 for lane, item in publishes:
                     self.outbox.put(lane, item)
+
+    async def _held_lines(self) -> None:
+        """Once a second, how many log lines the budget held back, by kind."""
+        while True:
+            await anyio.sleep(_HELD_LINES_EVERY_S)
+            held = self.log_budget.held()
+            if held:
+                self.log.warning(
+                    "log lines held back (storm): the metrics count every event",
+                    held=held,
+                    window_s=_HELD_LINES_EVERY_S,
+                )
 
     async def _pruner(self) -> None:
         """Delete what the store no longer needs, so it does not grow without bound."""

@@ -42,7 +42,7 @@ from gateway.adapters.store import (
     StoreUnavailable,
 )
 from gateway.core.alarms import Alarm
-from gateway.core.pipeline import Core
+from gateway.core.pipeline import Core, Dispatch
 from gateway.core.records import (
     alarm_from_record,
     alarm_record,
@@ -136,9 +136,17 @@ class Journal:
         ops: list[Op] = [
             SeenOp(event.dedup_key, event.content_key, event.transport.value, now) for event in seen
         ]
+        # An event's dispatches to its sinks share one body: packed once for all.
+        packed: tuple[object, bytes] | None = None
         for lane, item in publishes:
             item.outbox_id = next(self._ids)
-            ops.append(self._outbox_add(item, lane, now))
+            dispatch = item.dispatch
+            if dispatch is None:
+                ops.append(_raw_add(item, lane, now))
+                continue
+            if packed is None or packed[0] is not dispatch.body:
+                packed = (dispatch.body, encode(dispatch.body))
+            ops.append(_dispatch_add(item, dispatch, packed[1], lane, now))
         ops.extend(_alarm_put(alarm, now) for alarm in alarms)
         if not ops:
             self._queue(publishes)
@@ -175,19 +183,27 @@ class Journal:
         for lane, item in publishes:
             self.outbox.put(lane, item)
 
-    @staticmethod
-    def _outbox_add(item: Outgoing, lane: int, now: float) -> OutboxAdd:
-        assert item.outbox_id is not None
-        dispatch = item.dispatch
-        if dispatch is not None:
-            # The body is packed once: into the stored record here, and onto the
-            # wire at send time with `dispatch_ts` appended (`Outgoing.payload`).
-            body = item.payload = encode(dispatch.body)
-            data = with_packed_entries(msgpack.packb(dispatch_record_head(dispatch)), _BODY + body)
-            meta = _DISPATCH
-        else:
-            data, meta = item.payload, _RAW
-        return OutboxAdd(item.outbox_id, lane, item.topic, item.qos, item.retain, data, meta, now)
+
+def _dispatch_add(
+    item: Outgoing, dispatch: Dispatch, body: bytes, lane: int, now: float
+) -> OutboxAdd:
+    """The outbox row of a dispatch whose body is already packed.
+
+    The body is packed once: into the stored record here, and onto the wire at
+    send time with `dispatch_ts` appended (`Outgoing.payload`).
+    """
+    assert item.outbox_id is not None
+    item.payload = body
+    data = with_packed_entries(msgpack.packb(dispatch_record_head(dispatch)), _BODY + body)
+    return OutboxAdd(item.outbox_id, lane, item.topic, item.qos, item.retain, data, _DISPATCH, now)
+
+
+def _raw_add(item: Outgoing, lane: int, now: float) -> OutboxAdd:
+    """The outbox row of a raw publish (availability, state, dead letter)."""
+    assert item.outbox_id is not None
+    return OutboxAdd(
+        item.outbox_id, lane, item.topic, item.qos, item.retain, item.payload, _RAW, now
+    )
 
 
 def _alarm_put(alarm: Alarm, now: float) -> AlarmPut:

@@ -1234,5 +1234,54 @@ def test_urgent_submissions_jump_the_queue(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_a_panic_storm_is_group_committed_one_gap_apart(tmp_path: Path) -> None:
+    """Urgent submissions that arrive while a commit runs, or within the urgent gap
+    after it began, share the next commit: a storm costs one commit a gap, not one
+    a panic. Each still commits without waiting for the ordinary interval."""
+
+    async def scenario() -> None:
+        # An ordinary interval that never ends: only urgency makes these commit;
+        # a long urgent gap, so that the whole storm is submitted within it.
+        async with Store(
+            tmp_path / "gw.db", commit_interval_ms=3_600_000, urgent_gap_ms=300
+        ) as store:
+            first = store.submit([SeenOp("p0", None, "mqtt", 1.0)], urgent=True)
+            await asyncio.wait_for(first, 5.0)
+            assert store.commits == 1
+            storm = [
+                store.submit([SeenOp(f"p{n}", None, "mqtt", 1.0)], urgent=True)
+                for n in range(1, 51)
+            ]
+            await asyncio.wait_for(asyncio.gather(*storm), 5.0)
+            # Submitted within one loop turn, within the gap after the first
+            # commit began: all in one more commit.
+            assert store.commits == 2
+            assert len(store.load_seen(0.0)) == 51
+
+    asyncio.run(scenario())
+
+
+def test_ordinary_submissions_ride_along_with_an_urgent_commit(tmp_path: Path) -> None:
+    """What is pending when a panic commits goes with it (one commit, not two),
+    up to a quarter of commit_max_batch ops; the rest waits for its own group."""
+
+    async def scenario() -> None:
+        async with Store(
+            tmp_path / "gw.db", commit_interval_ms=3_600_000, commit_max_batch=40
+        ) as store:
+            plain = [store.submit([SeenOp(f"k{n}", None, "mqtt", 1.0)]) for n in range(15)]
+            urgent = store.submit([SeenOp("panic", None, "mqtt", 1.0)], urgent=True)
+            await asyncio.wait_for(urgent, 5.0)
+            assert store.commits == 1
+            done = [f for f in plain if f.done()]
+            assert len(done) == 10  # 40 // 4 ops rode along, oldest first
+            assert done == plain[:10]
+            rest = store.submit([SeenOp("panic2", None, "mqtt", 1.0)], urgent=True)
+            await asyncio.wait_for(asyncio.gather(rest, *plain), 5.0)
+            assert store.commits == 2
+
+    asyncio.run(scenario())
+
+
 def _note(order: list[str], name: str, _future: object) -> None:
     order.append(name)
