@@ -278,3 +278,41 @@ def test_embedded_broker_serves_the_demo(tmp_path: Path, free_port: int) -> None
             assert not gateway.link.ack_after_handler  # MQTT 3.1.1: said at start and in /readyz
 
     asyncio.run(scenario())
+
+
+def test_a_panic_storm_logs_within_its_budget_and_counts_the_rest(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """In a storm each kind of per-alarm line has a budget; what it holds back is
+    counted in one "log lines held back" line a second, so written + held is
+    every alarm, and every panic is still dispatched to all its sinks."""
+    from structlog.testing import capture_logs
+
+    from gateway.logbudget import LogBudget
+
+    async def scenario() -> list[dict[str, object]]:
+        config = demo_config(tmp_path, mosquitto.port)
+        households = [h.id for h in config.households][:20]
+        with capture_logs() as logs:
+            gateway = Gateway(config)
+            gateway.log_budget = LogBudget(rate=0.5, burst=3.0)
+            async with running(gateway), Collector(mosquitto.port, OUT) as probe:
+                for seq, household in enumerate(households, start=1):
+                    await probe.publish(f"alarmgw/in/phone/{household}", panic(seq))
+                await probe.wait_for(lambda m: len(alarms(probe)) >= 3 * len(households))
+                await asyncio.sleep(1.5)  # one summary of what was held back
+                assert len({b["alarm_id"] for _, b in alarms(probe)}) == len(households)
+        return logs
+
+    logs = asyncio.run(scenario())
+    accepted = [e for e in logs if e["event"] == "alarm accepted"]
+    dispatched = [e for e in logs if e["event"] == "alarm dispatched"]
+    held: dict[str, int] = {}
+    for entry in logs:
+        if str(entry["event"]).startswith("log lines held back"):
+            for kind, count in entry["held"].items():  # type: ignore[attr-defined]
+                held[kind] = held.get(kind, 0) + count
+    assert 3 <= len(accepted) <= 4  # the burst, and maybe one refilled token
+    assert 3 <= len(dispatched) <= 4
+    assert len(accepted) + held.get("alarm accepted", 0) == 20
+    assert len(dispatched) + held.get("alarm dispatched", 0) == 60
