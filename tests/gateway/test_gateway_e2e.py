@@ -13,9 +13,11 @@ from pathlib import Path
 import msgpack
 import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from config.model import Priority
 from gateway.app import Gateway
+from gateway.logbudget import LogBudget
 from tests.brokers import Mosquitto
 from tests.gateway.harness import Collector, demo_config, panic, running
 
@@ -286,9 +288,6 @@ def test_a_panic_storm_logs_within_its_budget_and_counts_the_rest(
     """In a storm each kind of per-alarm line has a budget; what it holds back is
     counted in one "log lines held back" line a second, so written + held is
     every alarm, and every panic is still dispatched to all its sinks."""
-    from structlog.testing import capture_logs
-
-    from gateway.logbudget import LogBudget
 
     async def scenario() -> list[dict[str, object]]:
         config = demo_config(tmp_path, mosquitto.port)
