@@ -524,16 +524,22 @@ class Store:
             if refusal is not None:
                 _fail(future, StoreUnavailable(refusal))
                 return future
+            # The writer is woken only when its next decision changes: by the
+            # first urgent submission (it sets the wake-up), the first op of a
+            # group and the op that fills one; a wake-up per panic in a storm
+            # would cost a thread switch each and decide nothing new.
             if urgent:
+                if not self._urgent:
+                    self._cond.notify()
                 self._urgent.append((ops, future))
-                self._cond.notify()
                 return future
             if not self._batch:
                 self._first_at = time.monotonic()
                 self._cond.notify()
             self._batch.append((ops, future))
+            before = self._batch_ops
             self._batch_ops += len(ops)
-            if self._batch_ops >= self._max_batch:
+            if before < self._max_batch <= self._batch_ops:
                 self._cond.notify()
         return future
 
