@@ -180,6 +180,8 @@ class Plan:
     storm_rate: float = 2000.0
     storm_s: float = 10.0
     storm_deadline_s: float = 15.0
+    storm_linger_s: float = 3.0
+    """After the storm's escalations came, listen this long for a second one."""
     ack_delay_s: float = 0.002
     extra: Json = field(default_factory=dict)
 
@@ -816,7 +818,8 @@ class Bench:
         """After a heavy step: wait for quiet, check a low-rate step, restart if it fails."""
         session = current.session
         dropped = session.settle()
-        check = session.step("health check", self.plan.prime_rate, self.plan.prime_s, warm_s=0)
+        seconds = max(self.plan.prime_s, 1.0)  # a scenario smoke may run without a prime
+        check = session.step("health check", self.plan.prime_rate, seconds, warm_s=0)
         if check["ok"]:
             return session
         self.say(f"  {current.name}: unhealthy after a heavy step ({check['verdict']}): restarting")

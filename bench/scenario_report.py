@@ -49,7 +49,7 @@ def _us_per_event(step: Json | None, process: str) -> float | None:
 
 def _alarm_heavy(system: Json) -> Json:
     at = _step_at(system, _AT)
-    steps = [system["prime"], *system.get("steps", [])]
+    steps = [s for s in (system.get("prime"), *system.get("steps", [])) if s]
     return {
         "best_ok_rate": system.get("best_ok_rate"),
         "max_ok_rate": system.get("max_ok_rate"),

@@ -41,7 +41,7 @@ from bench.scenarios import (
 )
 
 if TYPE_CHECKING:
-    from bench.run import Bench
+    from bench.run import Bench, Session
 
 __all__ = ["SCENARIO_SYSTEMS", "run_scenarios"]
 
@@ -52,7 +52,6 @@ _MB: Final = 1024 * 1024
 _WARM_RATE: Final = 4000.0
 """Heartbeats/s of the power cut's warm-up (the main benchmark's first contact rate)."""
 _FULL_CUT_S: Final = 60.0
-_LINGER_S: Final = 3.0
 _WINDOW_S: Final = 10.0
 
 
@@ -74,6 +73,14 @@ def run_scenarios(bench: Bench, names: tuple[str, ...]) -> Json:
     return out
 
 
+def _prime(session: Session, scenario: AlarmHeavy | None = None) -> Json | None:
+    """The session's prime step (connections, first sight), unless `Plan.prime_s` is 0."""
+    plan = session.bench.plan
+    if plan.prime_s <= 0:
+        return None
+    return session.step("prime", plan.prime_rate, plan.prime_s, warm_s=0, scenario=scenario)
+
+
 def _finish(out: Json, session_pid: int | None, peaks: list[int]) -> None:
     out["peak_rss_mb"] = _mb(max(peaks, default=0))
     out["peak_rss_mb_kernel"] = None if session_pid is None else _mb(peak_rss_bytes(session_pid))
@@ -92,10 +99,10 @@ def _alarm_heavy(bench: Bench, system: str) -> Json:
         out["households"] = len(homes)
         out["checkpoints"] = len(sites)
         out["checkpoint_classes"] = sorted({s.cls for s in sites})
-        out["prime"] = session.step("prime", plan.prime_rate, plan.prime_s, warm_s=0, scenario=load)
+        out["prime"] = _prime(session, scenario=load)
         out.update(bench.sweep(current, out["restarts"], plan.scenario_rates, scenario=load))
         session = current.session
-        steps = [out["prime"], *out["steps"]]
+        steps = [*([out["prime"]] if out["prime"] else []), *out["steps"]]
         out["escalated_seen"] = sum(s["escalations"]["seen"] for s in steps)
         out["acks_sent"] = sum(s["acker"]["acks_sent"] for s in steps)
         peaks = [*current.peaks, session.rss.stop()]
@@ -169,7 +176,7 @@ def _panic_storm(bench: Bench, system: str) -> Json:
         out["label"] = session.system.label
         out["startup"] = dict(session.startup)
         out["escalates"] = session.system.gateway
-        out["prime"] = session.step("prime", plan.prime_rate, plan.prime_s, warm_s=0)
+        out["prime"] = _prime(session)
         panics = Mix(heartbeat=0.0, routed_pass=0.0, unrouted_pass=0.0, alarm=0.0, panic=1.0)
         out["step"] = session.step(
             "panic storm",
@@ -181,7 +188,7 @@ def _panic_storm(bench: Bench, system: str) -> Json:
             escalation_deadline_s=deadline if session.system.gateway else None,
             quiet_s=deadline + 5.0,
             drain_max_s=plan.storm_s + deadline + 60.0,
-            linger_s=_LINGER_S if session.system.gateway else 0.0,
+            linger_s=plan.storm_linger_s if session.system.gateway else 0.0,
         )
         assert session.sut is not None
         peaks = [*current.peaks, session.rss.stop()]

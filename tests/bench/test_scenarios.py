@@ -333,14 +333,14 @@ def test_scenarios_smoke(tmp_path: Path) -> None:
         step_s=2.0,
         warm_s=0.5,
         bisect=False,
-        prime_rate=100.0,
-        prime_s=1.0,
+        prime_s=0.0,
         drain_max_s=15.0,
         power_cut_s=2.0,
         power_cut_phones=2000,
         storm_rate=100.0,
         storm_s=2.0,
         storm_deadline_s=3.0,
+        storm_linger_s=1.0,
     )
     bench = Bench(plan, tmp_path / "work", say=lambda _text: None)
     results = bench.run()
