@@ -22,6 +22,7 @@ import asyncio
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Final
 
@@ -79,7 +80,7 @@ class _Acker:
         self.seen: set[str] = set()
         self.free: list[int] = []
         self.pending: deque[bytes] = deque()
-        self.write: object = None
+        self.write: Callable[[bytes], None] | None = None
         self.counts = {"alarms_seen": 0, "escalated_seen": 0, "acks_sent": 0, "acks_confirmed": 0}
         self.ids = [b""] + [struct.pack("!H", n) for n in range(1, _WINDOW_CAP + 1)]
 
@@ -116,7 +117,7 @@ class _Acker:
             out.append(pending.popleft())
         if out:
             self.counts["acks_sent"] += len(out) // 3
-            assert callable(self.write)
+            assert self.write is not None
             self.write(b"".join(out))
 
     def on_puback(self, packet_id: int) -> None:
