@@ -967,8 +967,14 @@ class Bench:
         }
         return result
 
-    def profile(self, session: Session, rate: float) -> Json:
-        """py-spy on the system under test during one step at `rate`; where the time goes."""
+    def profile(
+        self,
+        session: Session,
+        rate: float,
+        **options: Any,  # noqa: ANN401 - Session.step's keyword options
+    ) -> Json:
+        """py-spy on the system under test during one step at `rate`; where the time goes.
+        `options` go to the step (a scenario's load, for instance)."""
         assert session.sut is not None
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         raw = session.folder / f"profile-{rate:.0f}.txt"
@@ -981,7 +987,7 @@ class Bench:
         with (session.folder / "py-spy.log").open("wb") as log:
             recorder = subprocess.Popen(command, stdout=log, stderr=log)  # noqa: S603
             try:
-                result = session.step(f"profile {rate:.0f}/s", rate, duration, warm_s=0)
+                result = session.step(f"profile {rate:.0f}/s", rate, duration, warm_s=0, **options)
             finally:
                 try:
                     recorder.wait(timeout=duration + 60)
