@@ -1,6 +1,7 @@
 """`scripts/bench`: run the benchmark and write its results.
 
-    scripts/bench                      the full benchmark (about 15 minutes)
+    scripts/bench                      the full benchmark and every scenario (about 30 minutes)
+    scripts/bench --scenarios all      the scenarios only (alarm-heavy,power-cut,panic-storm)
     scripts/bench --smoke              ~20 s: gateway and bare gmqtt relay at a low rate
     scripts/bench --profile 5000       the full run plus a py-spy profile of the gateway
     scripts/bench --systems gateway,relay-gmqtt --rates 1000,5000 --no-overload
@@ -25,6 +26,7 @@ from typing import Any
 
 from bench.report import machine, write_outputs
 from bench.run import REPO, SYSTEMS, Bench, Plan, smoke_plan, with_overrides
+from bench.scenarios import NAMES as SCENARIOS
 
 __all__ = ["main", "smoke_ok"]
 
@@ -49,6 +51,18 @@ def _systems(text: str) -> tuple[str, ...]:
     return names
 
 
+def _scenarios(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if names == ("all",):
+        return SCENARIOS
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenarios {unknown}; known: all, {', '.join(SCENARIOS)}"
+        )
+    return tuple(n for n in SCENARIOS if n in names)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
@@ -66,6 +80,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", type=float, metavar="RATE", help="py-spy the gateway at RATE")
     parser.add_argument("--inflight", type=int, help="mosquitto max_inflight_messages")
     parser.add_argument("--seed", type=int, help="schedule and district seed")
+    parser.add_argument(
+        "--scenarios",
+        type=_scenarios,
+        help=f"run only these scenarios (all, or of {', '.join(SCENARIOS)}), on gateway and "
+        "relay-gmqtt; a plain run runs the main benchmark and all of them",
+    )
+    parser.add_argument("--no-scenarios", action="store_true", help="skip the scenarios")
+    parser.add_argument("--scenario-rates", type=_rates, help="alarm-heavy's sweep rates, events/s")
+    parser.add_argument(
+        "--power-cut-seconds",
+        type=float,
+        help="each half of the power cut (default 60; fewer phones in proportion)",
+    )
+    parser.add_argument("--power-cut-phones", type=int, help="phones that lose power")
+    parser.add_argument("--storm-rate", type=float, help="panic-storm panics/s (default 2,000)")
+    parser.add_argument("--storm-seconds", type=float, help="panic-storm duration (default 10)")
+    parser.add_argument(
+        "--storm-deadline", type=float, help="panic-storm life-safety deadline, s (default 15)"
+    )
     return parser
 
 
@@ -90,6 +123,20 @@ def _plan(args: argparse.Namespace) -> Plan:
         changes["inflight"] = args.inflight
     if args.seed is not None:
         changes["seed"] = args.seed
+    if args.scenarios:
+        changes["scenarios"] = args.scenarios
+        changes["main"] = False
+    elif not (args.smoke or args.no_scenarios or args.systems or args.rates):
+        changes["scenarios"] = SCENARIOS  # the plain full run
+    options = {
+        "scenario_rates": args.scenario_rates,
+        "power_cut_s": args.power_cut_seconds,
+        "power_cut_phones": args.power_cut_phones,
+        "storm_rate": args.storm_rate,
+        "storm_s": args.storm_seconds,
+        "storm_deadline_s": args.storm_deadline,
+    }
+    changes.update({k: v for k, v in options.items() if v is not None})
     return with_overrides(plan, **changes)
 
 

@@ -32,7 +32,7 @@ import enum
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 import msgpack
 
@@ -49,6 +49,7 @@ __all__ = [
     "Mix",
     "Planned",
     "Population",
+    "Scenario",
     "Site",
     "StepSpec",
     "expected_count",
@@ -100,6 +101,10 @@ class Kind(enum.StrEnum):
     PASS_UNROUTED = "pass_unrouted"  # noqa: S105
     ALARM = "alarm"
     PANIC = "panic"
+    TROUBLE = "trouble"
+    """A trouble raised (the power cut's AC loss, Contact ID 301 q=1)."""
+    RESTORE = "restore"
+    """A trouble's restore (Contact ID 301 q=3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +178,16 @@ class Mix:
 DEFAULT_MIX: Final = Mix()
 
 
+class Scenario(Protocol):
+    """A load of its own (`bench.scenarios`): `schedule` then gives its sends instead of
+    the mix's. Implementations are frozen dataclasses, so a `StepSpec` holding one
+    still pickles to the generator process."""
+
+    def sends(self, spec: StepSpec, population: Population) -> list[Planned]:
+        """Every send of the step, in time order; the same spec gives the same list."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class StepSpec:
     """One step of offered load: `rate` events/s for `duration_s` from epoch `t0`.
@@ -190,6 +205,8 @@ class StepSpec:
     mix: Mix = field(default=DEFAULT_MIX)
     poisson: bool = True
     every_home_once: bool = False
+    scenario: Scenario | None = None
+    """When set, the step's sends are the scenario's (`Scenario.sends`), not the mix's."""
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.duration_s <= 0:
@@ -226,9 +243,10 @@ def phone_topics(base: str, home: Home, code: int) -> tuple[str, ...]:
     )
 
 
-def pass_topic(base: str, site: Site) -> str | None:
-    """The passes topic of a checkpoint's passes, None where its class is not routed."""
-    return f"{base}/out/township/{site.township}/passes" if site.cls in _ROUTED_CLASSES else None
+def pass_topic(base: str, site: Site, routed: frozenset[str] = _ROUTED_CLASSES) -> str | None:
+    """The passes topic of a checkpoint's passes, None where its class is not routed
+    (`routed`: the classes whose passes are published, A and B by default)."""
+    return f"{base}/out/township/{site.township}/passes" if site.cls in routed else None
 
 
 def _times(spec: StepSpec, rng: random.Random) -> list[float]:
@@ -256,6 +274,8 @@ def _cumulative(weights: Iterable[float]) -> list[float]:
 
 def schedule(spec: StepSpec, population: Population) -> list[Planned]:
     """Every send of one step, in time order; the same spec gives the same list."""
+    if spec.scenario is not None:
+        return spec.scenario.sends(spec, population)
     rng = random.Random(f"{spec.seed}/{spec.name}/{spec.id_base}")
     base = population.base_topic
     homes = population.homes

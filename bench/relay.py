@@ -9,6 +9,13 @@ metrics, no logging. Routing is the contract's default policy, stated in
 what the sink needs to match it (`device_id`, `event`) and the timestamps a
 consumer would expect, so its size is close to the gateway's.
 
+With `--acks` (the scenarios where an acker plays the operators) a relay does
+the bare equivalent of the gateway's alarm bookkeeping: each dispatched phone
+alarm carries the gateway's `alarm_id` (`ph/<household>/<seq>`,
+devices/phone.py) and is remembered in a dict; the relay also subscribes to
+`<base>/ack/#`, decodes each acknowledgement and pops its alarm id (`Routes.ack`).
+It never escalates.
+
 Relays are started as `python -m bench.relay_gmqtt --config FILE` (or
 `bench.relay_aiomqtt`); they print `ready` on stdout once subscribed and run
 until SIGTERM or SIGINT.
@@ -31,21 +38,52 @@ __all__ = ["Routes", "parse_args"]
 class Routes:
     """Ingress topic → the egress topics and body of one message, by dict lookup."""
 
-    def __init__(self, homes: Sequence[Home], sites: Sequence[Site], base: str) -> None:
+    def __init__(
+        self,
+        homes: Sequence[Home],
+        sites: Sequence[Site],
+        base: str,
+        *,
+        routed_classes: frozenset[str] = frozenset({"A", "B"}),
+        acks: bool = False,
+    ) -> None:
         self.base = base
         self.phone_prefix = f"{base}/in/phone/"
         self.checkpoint_prefix = f"{base}/in/checkpoint/"
-        self.subscriptions = (f"{base}/in/phone/+", f"{base}/in/checkpoint/+")
+        self.subscriptions: tuple[str, ...] = (f"{base}/in/phone/+", f"{base}/in/checkpoint/+")
+        if acks:
+            self.subscriptions += (f"{base}/ack/#",)
+        self.ack_prefix = f"{base}/ack/"
+        self.acks = acks
+        self.open_alarms: dict[str, float] = {}
+        """Alarm id → dispatch time, while unacknowledged (only with `acks`)."""
+        self.acked = 0
         self._homes = {h.id: h for h in homes}
-        self._passes = {s.id: pass_topic(base, s) for s in sites}
+        self._passes = {s.id: pass_topic(base, s, routed_classes) for s in sites}
 
     @classmethod
-    def from_config_file(cls, path: str) -> Routes:
-        """Routes for the district in a config file."""
+    def from_config_file(cls, path: str, *, acks: bool = False) -> Routes:
+        """Routes for the district in a config file (its `[routing.passes]` classes)."""
         config = load_config(path)
         homes = [Home(h.id, h.village, h.township, h.group) for h in config.households]
         sites = [Site(c.id, c.township, c.cls.value) for c in config.checkpoints]
-        return cls(homes, sites, config.mqtt.base_topic)
+        routed = frozenset(cls.value for cls, on in config.routing.passes.items() if on)
+        return cls(homes, sites, config.mqtt.base_topic, routed_classes=routed, acks=acks)
+
+    def ack(self, payload: bytes) -> bool:
+        """An operator's acknowledgement: decode it, pop its alarm; whether it was open."""
+        try:
+            message = msgpack.unpackb(payload, raw=False)
+        except (ValueError, msgpack.UnpackException):
+            return False
+        if not isinstance(message, dict):
+            return False
+        alarm_id = message.get("alarm_id")
+        if not isinstance(alarm_id, str):
+            return False
+        found = self.open_alarms.pop(alarm_id, None) is not None
+        self.acked += found
+        return found
 
     def route(self, topic: str, payload: bytes) -> tuple[tuple[str, ...], bytes]:
         """(egress topics, body) for one ingress message; no topics for anything unroutable."""
@@ -62,28 +100,31 @@ class Routes:
             if home is None or not isinstance(code, int):
                 return (), b""
             topics = phone_topics(self.base, home, code)
+            alarm_id = f"ph/{device}/{message.get('seq')}" if self.acks and topics else None
         elif topic.startswith(self.checkpoint_prefix):
             device = topic[len(self.checkpoint_prefix) :]
             passes = self._passes.get(device)
             if passes is None or message.get("type") != "pass":
                 return (), b""
             topics = (passes,)
+            alarm_id = None
         else:
             return (), b""
         if not topics:
             return (), b""
         now = time.time()
-        body = msgpack.packb(
-            {
-                "v": 1,
-                "device_id": device,
-                "device_ts": message.get("ts"),
-                "ingress_ts": now,
-                "dispatch_ts": now,
-                "event": message,
-            }
-        )
-        return topics, body
+        body: dict[str, object] = {
+            "v": 1,
+            "device_id": device,
+            "device_ts": message.get("ts"),
+            "ingress_ts": now,
+            "dispatch_ts": now,
+            "event": message,
+        }
+        if alarm_id is not None:
+            body = {"alarm_id": alarm_id, **body}
+            self.open_alarms[alarm_id] = now
+        return topics, msgpack.packb(body)
 
 
 def parse_args(prog: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -93,4 +134,7 @@ def parse_args(prog: str, argv: Sequence[str] | None = None) -> argparse.Namespa
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--inflight", type=int, default=1000, help="QoS 1 messages in flight")
+    parser.add_argument(
+        "--acks", action="store_true", help="alarm ids, and take acknowledgements on <base>/ack/#"
+    )
     return parser.parse_args(argv)

@@ -39,10 +39,14 @@ async def serve(routes: Routes, host: str, port: int, inflight: int) -> None:
         receive_maximum=inflight,
     )
     subscribed = asyncio.Event()
+    ack_prefix = routes.ack_prefix if routes.acks else "\x00"
 
     async def on_message(
         _client: object, topic: str, payload: bytes, _qos: int, _properties: object
     ) -> int:
+        if topic.startswith(ack_prefix):
+            routes.ack(payload)
+            return 0
         topics, body = routes.route(topic, payload)
         for target in topics:
             while True:
@@ -75,7 +79,7 @@ async def serve(routes: Routes, host: str, port: int, inflight: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.relay_gmqtt --config FILE --port P`."""
     args = parse_args("python -m bench.relay_gmqtt", argv)
-    routes = Routes.from_config_file(args.config)
+    routes = Routes.from_config_file(args.config, acks=args.acks)
     asyncio.run(serve(routes, args.host, args.port, args.inflight))
     return 0
 

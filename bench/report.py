@@ -23,6 +23,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Final
 
+from bench import scenario_report
+
 __all__ = ["commit", "machine", "ratios", "slowest_lines", "targets", "write_outputs"]
 
 Json = dict[str, Any]
@@ -151,7 +153,12 @@ def _step_at(system: Json | None, rate: float) -> Json | None:
 
 
 def targets(results: Json) -> list[Json]:
-    """The issue's targets for the durable gateway: (target, measured, met)."""
+    """The issue's targets for the durable gateway: (target, measured, met); the
+    scenarios' after the main benchmark's (`bench.scenario_report`)."""
+    return _main_targets(results) + scenario_report.targets(results)
+
+
+def _main_targets(results: Json) -> list[Json]:
     systems = results.get("systems", {})
     gateway = systems.get("gateway")
     relay = systems.get(_REFERENCE)
@@ -282,7 +289,42 @@ def slowest_lines(step: Json, kind: str, label: str) -> list[str]:
 
 
 def summary_markdown(results: Json, png: str | None) -> str:
-    """The short summary: headline table, per-step tables, overload, district, targets."""
+    """The short summary: headline table, per-step tables, overload, district, the
+    scenarios, targets; with the scenarios only, their tables and targets."""
+    scenario_lines = scenario_report.markdown(results)
+    if results["systems"]:
+        text = _main_summary(results, png)
+        if not scenario_lines:
+            return text
+        head, marker, tail = text.partition("\n## Targets\n")
+        return head + "\n".join(scenario_lines).removeprefix("\n") + "\n" + marker + tail
+    lines = _header(results) + scenario_lines
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [
+        f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'NO'} |"
+        for t in results.get("targets", [])
+    ]
+    return "\n".join([*lines, ""])
+
+
+def _header(results: Json) -> list[str]:
+    meta = results["meta"]
+    box = meta["machine"]
+    return [
+        f"# alarmgw benchmark, {meta['started']}",
+        "",
+        (
+            f"Machine: {box['cpu']}, {box['cores']} cores, {box['memory_gib']} GiB, "
+            f"{box['os']}; Python {box['python']}, {box['mosquitto']}, gmqtt {box['gmqtt']}, "
+            f"aiomqtt {box['aiomqtt']}; commit {box['commit']}"
+            + (" (tree modified)" if box.get("tree_modified") else "")
+            + "."
+        ),
+        f"Command: `{meta['command']}`; {meta['duration_s'] / 60:.1f} min.",
+    ]
+
+
+def _main_summary(results: Json, png: str | None) -> str:
     meta = results["meta"]
     box = meta["machine"]
     systems: Json = results["systems"]
@@ -528,6 +570,8 @@ def plot(results: Json, path: Path) -> bool:
         from matplotlib import pyplot  # noqa: PLC0415
     except ImportError:
         return False
+    if not any(system.get("steps") for system in results["systems"].values()):
+        return False  # the scenarios only: nothing swept against offered load
     figure, axes = pyplot.subplots(figsize=(10, 6), dpi=110)
     colours = ["tab:red", "tab:orange", "tab:blue", "tab:green", "tab:purple"]
     styles = {"p50": ":", "p99": "-", "p999": "--"}
@@ -572,6 +616,8 @@ def write_outputs(results: Json, folder: Path) -> dict[str, Path]:
     """Add ratios and targets, then write results.json, latency.png and summary.md."""
     folder.mkdir(parents=True, exist_ok=True)
     results["ratios"] = ratios(results)
+    if results.get("scenarios"):
+        results["scenario_figures"] = scenario_report.figures(results)
     results["targets"] = targets(results)
     paths = {"json": folder / "results.json", "summary": folder / "summary.md"}
     png = folder / "latency.png"

@@ -38,9 +38,19 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Final
 
-from bench.district import District
+from bench.acker import acker_main, should_ack
+from bench.district import ConfigVariant, District
 from bench.generator import generator_main
-from bench.load import ID_SPAN, Kind, Mix, Population, StepSpec, expected_count, schedule
+from bench.load import (
+    ID_SPAN,
+    Kind,
+    Mix,
+    Population,
+    Scenario,
+    StepSpec,
+    expected_count,
+    schedule,
+)
 from bench.procs import (
     Child,
     RssSampler,
@@ -55,6 +65,7 @@ from bench.procs import (
 )
 from bench.profile import summarise_raw
 from bench.report import commit
+from bench.scenarios import escalations_owed
 from bench.sink import sink_main
 from bench.stats import Received, account
 from config.loader import load_config
@@ -141,6 +152,37 @@ class Plan:
     profile_rate: float | None = None
     profile_s: float = 15.0
     smoke: bool = False
+    main: bool = True
+    """Run the main benchmark (the systems' sweeps and phases); False: scenarios only."""
+    scenarios: tuple[str, ...] = ()
+    """Scenarios to run after the main benchmark (`bench.scenarios.NAMES`)."""
+    scenario_rates: tuple[int, ...] = (
+        250,
+        500,
+        1000,
+        1500,
+        2000,
+        3000,
+        4000,
+        6000,
+        8000,
+        10000,
+        12000,
+        14000,
+        17000,
+        20000,
+    )
+    power_cut_s: float = 60.0
+    """Each half of the power cut (troubles, then restores), seconds."""
+    power_cut_phones: int | None = None
+    """Phones that lose power (None: every one, or in proportion to `power_cut_s`)."""
+    power_cut_panic_rate: float = 20.0
+    storm_rate: float = 2000.0
+    storm_s: float = 10.0
+    storm_deadline_s: float = 15.0
+    storm_linger_s: float = 3.0
+    """After the storm's escalations came, listen this long for a second one."""
+    ack_delay_s: float = 0.002
     extra: Json = field(default_factory=dict)
 
     def as_dict(self) -> Json:
@@ -209,14 +251,26 @@ class _Worker:
 class Session:
     """One system under test with its own broker, sink and generator."""
 
-    def __init__(self, bench: Bench, system: SystemDef) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        system: SystemDef,
+        variant: ConfigVariant | None = None,
+        *,
+        acker: bool = False,
+    ) -> None:
         self.bench = bench
         self.system = system
-        self.folder = bench.workdir / system.name
+        self.variant = variant
+        """A scenario's configuration (None: the main benchmark's)."""
+        self.with_acker = acker
+        """Run an acker (`bench.acker`) playing the operators; a relay then takes acks."""
+        self.name = system.name if variant is None else f"{variant.name}-{system.name}"
+        self.folder = bench.workdir / self.name
         restart = 1
         while self.folder.exists():  # a restarted system starts afresh, store included
             restart += 1
-            self.folder = bench.workdir / f"{system.name}-{restart}"
+            self.folder = bench.workdir / f"{self.name}-{restart}"
         self.startup: Json = {}
         self._stack = contextlib.ExitStack()
         self.http_port: int | None = None
@@ -248,16 +302,20 @@ class Session:
         # store is hundreds of MB after a full sweep and is not a result; its size is.
         stack.callback(self._drop_store, store)
         config = self.bench.district.write_config(
-            self.system.name,
+            self.name,
             broker_port=port,
             http_port=self.http_port,
             store_dir=store,
+            variant=self.variant,
         )
+        base = self.bench.population.base_topic
         # The sink subscribes before the system starts: nothing it owes can be missed.
-        self.sink = _Worker(
-            "bench-sink", sink_main, "127.0.0.1", port, f"{self.bench.population.base_topic}/out/#"
-        )
+        self.sink = _Worker("bench-sink", sink_main, "127.0.0.1", port, f"{base}/out/#")
         stack.callback(self.sink.stop)
+        self.acker: _Worker | None = None
+        if self.with_acker:
+            self.acker = _Worker("bench-acker", acker_main, "127.0.0.1", port, base)
+            stack.callback(self.acker.stop)
         self.sut = self._start_sut(config, port)
         stack.callback(self._stop_sut)
         self.generator = _Worker(
@@ -292,6 +350,8 @@ class Session:
         else:
             argv = [sys.executable, "-m", system.module, "--config", str(config)]
             argv += ["--port", str(port), "--inflight", str(self.bench.plan.inflight)]
+            if self.acker is not None:
+                argv.append("--acks")
             started = time.monotonic()
             child = Child(system.name, argv, log, cwd=REPO, stdout_pipe=True)
             if not child.wait_line("ready", _PROCESS_TIMEOUT_S):
@@ -344,7 +404,7 @@ class Session:
             "generator": cpu_seconds(self.generator.pid)
             + (0.0 if self._alarm_generator is None else cpu_seconds(self._alarm_generator.pid)),
             "sink": cpu_seconds(self.sink.pid),
-        }
+        } | ({} if self.acker is None else {"acker": cpu_seconds(self.acker.pid)})
 
     def metrics(self) -> str:
         """The gateway's /metrics text ('' for a relay)."""
@@ -432,15 +492,29 @@ class Session:
         every_home_once: bool = False,
         drain_max_s: float | None = None,
         quiet_s: float | None = None,
-        apart: tuple[float, Mix] | None = None,
+        apart: tuple[float, Mix | Scenario] | None = None,
+        scenario: Scenario | None = None,
+        ack_policy: str = "all",
+        escalation_deadline_s: float | None = None,
+        window_s: float | None = None,
+        linger_s: float = 0.0,
     ) -> Json:
         """Run one step of offered load and account for it.
 
-        `apart` (rate, mix): more events in the same step from a second generator
-        on its own connection, as separate devices would send them (the overload's
-        panics: on the main generator's connection they would queue behind its
-        plate reads in one TCP stream and one in-flight window, which no field
-        device shares).
+        `apart` (rate, mix or scenario): more events in the same step from a
+        second generator on its own connection, as separate devices would send
+        them (the overload's panics: on the main generator's connection they
+        would queue behind its plate reads in one TCP stream and one in-flight
+        window, which no field device shares).
+
+        `scenario`: the step's sends are a scenario's (`bench.scenarios`), not
+        the mix's. `ack_policy`: what the session's acker (scenario sessions
+        only) acknowledges during the step (`bench.acker`).
+        `escalation_deadline_s`: the step owes one escalation to the bureau per
+        panic the acker leaves unacknowledged, that long after its ingress.
+        `window_s`: also a p99 per kind per window of that length. `linger_s`:
+        after the drain, listen that much longer before accounting (for repeats
+        that would come late, such as a second escalation).
         """
         plan = self.bench.plan
         drain_max = plan.drain_max_s if drain_max_s is None else drain_max_s
@@ -458,12 +532,16 @@ class Session:
             mix or Mix(),
             poisson,
             every_home_once,
+            scenario,
         )
+        if self.acker is not None:
+            self.acker.send("policy", ack_policy, plan.ack_delay_s)
+            self.acker.expect("policy", 10.0)
         self.generator.send("step", spec)
         planned = schedule(spec, self.bench.population)
         apart_spec: StepSpec | None = None
         if apart is not None:
-            apart_rate, apart_mix = apart
+            apart_rate, apart_load = apart
             apart_spec = StepSpec(
                 f"{name} (apart)",
                 apart_rate,
@@ -471,8 +549,9 @@ class Session:
                 spec.t0,
                 plan.seed,
                 self.bench.next_id_base(),
-                apart_mix,
+                apart_load if isinstance(apart_load, Mix) else Mix(),
                 poisson,
+                scenario=None if isinstance(apart_load, Mix) else apart_load,
             )
             self.alarm_generator.send("step", apart_spec)
             planned = sorted(
@@ -494,11 +573,18 @@ class Session:
                 "apart": apart_generated,
             }
         owed = expected_count(planned)
+        escalations: list[tuple[str, str, int]] = []
+        if escalation_deadline_s is not None:
+            acked = [p.number for p in planned if should_ack(ack_policy, p.number)]
+            escalations = escalations_owed(planned, self.bench.bureau_topic, acked)
+            owed += len(escalations)
         self.sink.send("wait", owed, quiet, drain_max)
         waited = self.sink.expect("waited", drain_max + 30)
         drain: Json = {"sink": waited}
         if self.system.gateway:
             drain["gateway"] = self._gateway_drain(baseline + len(planned), drain_max)
+        if linger_s > 0:
+            time.sleep(linger_s)
         cpu_c = self._cpu()
         self.sink.send("collect")
         received: list[Received] = self.sink.expect("collected", 120)
@@ -507,6 +593,9 @@ class Session:
             received,
             measure_from=spec.t0 + min(warm_s, duration_s / 2),
             measure_to=spec.t0 + duration_s,
+            escalations_owed=escalations,
+            deadline_s=escalation_deadline_s or 0.0,
+            window_s=window_s,
         )
         sent = max(1, int(generated["sent"]))
         cpu: Json = {
@@ -532,9 +621,12 @@ class Session:
             "peak_rss_mb": _mb(peak_rss_bytes(self.sut.pid)),
             "gc_pauses": self.gc_pauses(spec.t0, time.time()),
         }
+        if self.acker is not None:
+            self.acker.send("counts")
+            result["acker"] = self.acker.expect("counts", 10.0) | {"policy": ack_policy}
         result["ok"], result["verdict"] = self._verdict(result, generated)
         self.bench.say(
-            f"  {self.system.name:17} {name:28} {rate:>8.0f}/s  "
+            f"  {self.name:17} {name:28} {rate:>8.0f}/s  "
             f"lost {accounting.lost:<6} p99 "
             f"{_ms(None if accounting.latency is None else accounting.latency.p99)}"
             f"  CPU {cpu['sut_us_per_event']:>7} µs/ev  {result['verdict']}"
@@ -559,9 +651,18 @@ class Session:
 class _Current:
     """The current session of one system; `open()` replaces it with a fresh one."""
 
-    def __init__(self, bench: Bench, name: str) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        name: str,
+        variant: ConfigVariant | None = None,
+        *,
+        acker: bool = False,
+    ) -> None:
         self.bench = bench
         self.name = name
+        self.variant = variant
+        self.acker = acker
         self._stack: contextlib.ExitStack | None = None
         self._session: Session | None = None
         self.peaks: list[int] = []
@@ -577,7 +678,9 @@ class _Current:
     def open(self) -> Session:
         self.close()
         stack = contextlib.ExitStack()
-        self._session = stack.enter_context(self.bench.session(self.name))
+        self._session = stack.enter_context(
+            self.bench.session(self.name, self.variant, acker=self.acker)
+        )
         self._stack = stack
         return self._session
 
@@ -635,7 +738,9 @@ class Bench:
         probe = self.district.write_config(
             "probe", broker_port=1883, http_port=9108, store_dir=workdir / "probe"
         )
-        self.population = Population.from_config(load_config(probe))
+        probe_config = load_config(probe)
+        self.population = Population.from_config(probe_config)
+        self.bureau_topic = f"{self.population.base_topic}/out/bureau/{probe_config.bureau}/alarms"
         self.say(
             f"district: {len(self.population.homes)} households, "
             f"{len(self.population.sites)} checkpoints ({time.monotonic() - started:.1f} s)"
@@ -647,11 +752,13 @@ class Bench:
         return self._steps * ID_SPAN
 
     @contextlib.contextmanager
-    def session(self, name: str) -> Iterator[Session]:
+    def session(
+        self, name: str, variant: ConfigVariant | None = None, *, acker: bool = False
+    ) -> Iterator[Session]:
         """A running session for one system; everything it started is stopped after."""
-        with Session(self, SYSTEMS[name]) as session:
+        with Session(self, SYSTEMS[name], variant, acker=acker) as session:
             self.say(
-                f"{name}: ready in {session.startup['startup_s']:.2f} s, "
+                f"{session.name}: ready in {session.startup['startup_s']:.2f} s, "
                 f"RSS {session.startup['rss_mb_at_ready']:.0f} MB"
             )
             yield session
@@ -659,8 +766,13 @@ class Bench:
     def run(self) -> Json:
         """Every planned system, in order; the results (without the report files)."""
         results: Json = {"systems": {}}
-        for name in self.plan.systems:
-            results["systems"][name] = self.run_system(name)
+        if self.plan.main:
+            for name in self.plan.systems:
+                results["systems"][name] = self.run_system(name)
+        if self.plan.scenarios:
+            from bench.scenario_run import run_scenarios  # noqa: PLC0415 - it imports this module
+
+            results["scenarios"] = run_scenarios(self, self.plan.scenarios)
         return results
 
     def run_system(self, name: str) -> Json:
@@ -696,11 +808,18 @@ class Bench:
         out["store_mb_at_end"] = current.store_mb[-1] if current.store_mb else None
         return out
 
+    def current(
+        self, name: str, variant: ConfigVariant | None = None, *, acker: bool = False
+    ) -> _Current:
+        """The (not yet opened) current session of a system, for `bench.scenario_run`."""
+        return _Current(self, name, variant, acker=acker)
+
     def healthy(self, current: _Current, restarts: list[Json]) -> Session:
         """After a heavy step: wait for quiet, check a low-rate step, restart if it fails."""
         session = current.session
         dropped = session.settle()
-        check = session.step("health check", self.plan.prime_rate, self.plan.prime_s, warm_s=0)
+        seconds = max(self.plan.prime_s, 1.0)  # a scenario smoke may run without a prime
+        check = session.step("health check", self.plan.prime_rate, seconds, warm_s=0)
         if check["ok"]:
             return session
         self.say(f"  {current.name}: unhealthy after a heavy step ({check['verdict']}): restarting")
@@ -712,7 +831,13 @@ class Bench:
         restarts.append(restart)
         return session
 
-    def sweep(self, current: _Current, restarts: list[Json]) -> Json:
+    def sweep(
+        self,
+        current: _Current,
+        restarts: list[Json],
+        rates: tuple[int, ...] | None = None,
+        **options: Any,  # noqa: ANN401 - Session.step's keyword options
+    ) -> Json:
         """Steps of rising load while the system keeps up, then one bisection step.
 
         The issue's figure is the highest offered rate with nothing lost and p99
@@ -729,8 +854,10 @@ class Bench:
         strict: list[float] = []
         kept_up: list[float] = []
         failed: float | None = None
-        for rate in plan.rates:
-            result = session.step(f"sweep {rate}/s", rate, plan.step_s, warm_s=plan.warm_s)
+        for rate in plan.rates if rates is None else rates:
+            result = session.step(
+                f"sweep {rate}/s", rate, plan.step_s, warm_s=plan.warm_s, **options
+            )
             steps.append(result)
             if result["ok"] and failed is None:
                 strict.append(rate)
@@ -744,7 +871,9 @@ class Bench:
             middle = round((low + failed) / 2 / 250) * 250
             if low < middle < failed:
                 session = self.healthy(current, restarts)
-                result = session.step(f"bisect {middle}/s", middle, plan.step_s, warm_s=plan.warm_s)
+                result = session.step(
+                    f"bisect {middle}/s", middle, plan.step_s, warm_s=plan.warm_s, **options
+                )
                 result["bisection"] = True
                 steps.append(result)
                 if result["ok"]:
@@ -838,8 +967,14 @@ class Bench:
         }
         return result
 
-    def profile(self, session: Session, rate: float) -> Json:
-        """py-spy on the system under test during one step at `rate`; where the time goes."""
+    def profile(
+        self,
+        session: Session,
+        rate: float,
+        **options: Any,  # noqa: ANN401 - Session.step's keyword options
+    ) -> Json:
+        """py-spy on the system under test during one step at `rate`; where the time goes.
+        `options` go to the step (a scenario's load, for instance)."""
         assert session.sut is not None
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         raw = session.folder / f"profile-{rate:.0f}.txt"
@@ -852,7 +987,7 @@ class Bench:
         with (session.folder / "py-spy.log").open("wb") as log:
             recorder = subprocess.Popen(command, stdout=log, stderr=log)  # noqa: S603
             try:
-                result = session.step(f"profile {rate:.0f}/s", rate, duration, warm_s=0)
+                result = session.step(f"profile {rate:.0f}/s", rate, duration, warm_s=0, **options)
             finally:
                 try:
                     recorder.wait(timeout=duration + 60)

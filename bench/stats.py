@@ -14,6 +14,16 @@ is matched by (topic, device id, event number):
   arrival from an earlier step);
 * an owed message never matched by the end of the drain is *lost*.
 
+Escalated copies (`escalated: true`, CONTRACT.md "Egress") are accounted apart,
+never as deliveries, duplicates or unexpected messages of the step
+(`Escalations`): a step may owe escalations, each a (topic, device, number) key
+(`escalations_owed`); the first escalated copy of an owed key is an escalation
+*delivered*, a second a *duplicate escalation*, an escalated copy of anything
+not owed one (an acknowledged alarm's, or on another topic) an *unexpected
+escalation*, an owed one that never came *missing*. Each delivered escalation's
+*lateness* is its receipt minus (the alarm's `ingress_ts` + the deadline): when
+the system's own clock said it was due (the scheduled send where unstamped).
+
 Where the system stamps its dispatches with `ingress_ts` and `dispatch_ts`,
 the latency of each delivered message is also split into three hops (same
 machine, same clock): *to ingress* (scheduled send until the system's handler
@@ -38,7 +48,15 @@ from dataclasses import asdict, dataclass
 
 from bench.load import Planned, step_of
 
-__all__ = ["Accounting", "Percentiles", "Received", "Slow", "account", "percentiles"]
+__all__ = [
+    "Accounting",
+    "Escalations",
+    "Percentiles",
+    "Received",
+    "Slow",
+    "account",
+    "percentiles",
+]
 
 _SLOWEST = 8
 """Slowest messages kept per kind."""
@@ -119,6 +137,40 @@ class Slow:
         return _rounded(self)
 
 
+Key = tuple[str, str, int]
+"""(topic, device id, event number): what identifies a sink message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Escalations:
+    """Escalated copies of one step, accounted apart (see the module docstring)."""
+
+    owed: int
+    delivered: int
+    missing: int
+    duplicates: int
+    unexpected: int
+    seen: int
+    """Every escalated copy received, owed or not."""
+    lateness: Percentiles | None
+    """Receipt minus (ingress_ts + deadline), ms, of the delivered ones."""
+    earliest_ms: float | None
+    """The smallest lateness (negative: escalated before its deadline)."""
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain values for the JSON result file."""
+        return {
+            "owed": self.owed,
+            "delivered": self.delivered,
+            "missing": self.missing,
+            "duplicates": self.duplicates,
+            "unexpected": self.unexpected,
+            "seen": self.seen,
+            "lateness_ms": None if self.lateness is None else self.lateness.as_dict(),
+            "earliest_ms": None if self.earliest_ms is None else round(self.earliest_ms, 3),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Accounting:
     """The outcome of one step."""
@@ -145,6 +197,14 @@ class Accounting:
     """Per kind of event, percentiles of each hop (see the module docstring)."""
     slowest_by_kind: dict[str, tuple[Slow, ...]]
     """Per kind of event, its slowest measured messages, slowest first."""
+    escalations: Escalations
+    last_receipt_by_kind: dict[str, float]
+    """Per kind of event, when its last owed message arrived (epoch)."""
+    last_send_by_kind: dict[str, float]
+    """Per kind of event that owes messages, its last scheduled send (epoch)."""
+    p99_by_window: dict[str, tuple[float | None, ...]]
+    """Per kind, the p99 (ms) of the messages of each `window_s` of the schedule
+    (every delivered message, warm-up included); empty without `window_s`."""
 
     def as_dict(self) -> dict[str, object]:
         """Plain values for the JSON result file."""
@@ -170,6 +230,13 @@ class Accounting:
                 kind: [slow.as_dict() for slow in slowest]
                 for kind, slowest in self.slowest_by_kind.items()
             },
+            "escalations": self.escalations.as_dict(),
+            "last_receipt_by_kind": {k: round(v, 4) for k, v in self.last_receipt_by_kind.items()},
+            "last_send_by_kind": {k: round(v, 4) for k, v in self.last_send_by_kind.items()},
+            "p99_ms_by_window": {
+                kind: [None if v is None else round(v, 3) for v in values]
+                for kind, values in self.p99_by_window.items()
+            },
         }
 
 
@@ -179,10 +246,20 @@ def account(
     *,
     measure_from: float,
     measure_to: float,
+    escalations_owed: Iterable[Key] = (),
+    deadline_s: float = 0.0,
+    window_s: float | None = None,
 ) -> Accounting:
-    """Match what arrived against what `planned` owed (see the module docstring)."""
+    """Match what arrived against what `planned` owed (see the module docstring).
+
+    `escalations_owed`: the escalated copies the step owes, `deadline_s` the
+    deadline their lateness is measured from; `window_s`: also a p99 per kind
+    for each window of that length.
+    """
     if measure_to <= measure_from:
         raise ValueError("the measured window must not be empty")
+    if window_s is not None and window_s <= 0:
+        raise ValueError("window_s must be > 0")
     owed: dict[tuple[str, str, int], Planned] = {}
     step_ids = {step_of(p.number) for p in planned}
     for item in planned:
@@ -199,8 +276,29 @@ def account(
     hops: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
     # (latency, arrival order: ties never compare messages, message, send)
     slow: defaultdict[str, list[tuple[float, int, Received, Planned]]] = defaultdict(list)
+    by_number = {p.number: p for p in planned}
+    escalation_keys = set(escalations_owed)
+    escalated_seen: set[Key] = set()
+    escalation_duplicates = escalation_unexpected = escalations_received = 0
+    lateness: list[float] = []
+    last_by_kind: dict[str, float] = {}
+    windowed: defaultdict[tuple[str, int], list[float]] = defaultdict(list)
     for order, message in enumerate(received):
         key = (message.topic, message.device, message.number)
+        if message.escalated:
+            escalations_received += 1
+            if key not in escalation_keys:
+                escalation_unexpected += 1
+            elif key in escalated_seen:
+                escalation_duplicates += 1
+            else:
+                escalated_seen.add(key)
+                alarm = by_number.get(message.number)
+                since = message.ingress_ts
+                if since is None:
+                    since = alarm.t if alarm is not None else message.t
+                lateness.append((message.t - (since + deadline_s)) * 1000.0)
+            continue
         sent = owed.get(key)
         if sent is None:
             if step_of(message.number) in step_ids:
@@ -219,8 +317,12 @@ def account(
         latency_ms = (message.t - sent.t) * 1000.0
         second = int(sent.t - start)
         worst[second] = max(worst[second], latency_ms)
+        kind = sent.kind.value
+        if message.t > last_by_kind.get(kind, 0.0):
+            last_by_kind[kind] = message.t
+        if window_s is not None:
+            windowed[(kind, int((sent.t - start) // window_s))].append(latency_ms)
         if sent.t >= measure_from:
-            kind = sent.kind.value
             latencies.append(latency_ms)
             by_kind[kind].append(latency_ms)
             slowest = slow[kind]
@@ -252,6 +354,30 @@ def account(
         kind: tuple(_slow(ms, message, sent, start) for ms, _, message, sent in sorted(items)[::-1])
         for kind, items in sorted(slow.items())
     }
+    last_send: dict[str, float] = {}
+    for item in planned:
+        if item.expected and item.t > last_send.get(item.kind.value, -math.inf):
+            last_send[item.kind.value] = item.t
+    by_window: dict[str, tuple[float | None, ...]] = {}
+    if window_s is not None and planned:
+        span = max(p.t for p in planned) - start
+        count = int(span // window_s) + 1
+        for kind in sorted({k for k, _ in windowed}):
+            cells: list[float | None] = []
+            for index in range(count):
+                figures = percentiles(windowed.get((kind, index), ()))
+                cells.append(None if figures is None else figures.p99)
+            by_window[kind] = tuple(cells)
+    escalations = Escalations(
+        owed=len(escalation_keys),
+        delivered=len(escalated_seen),
+        missing=len(escalation_keys) - len(escalated_seen),
+        duplicates=escalation_duplicates,
+        unexpected=escalation_unexpected,
+        seen=escalations_received,
+        lateness=percentiles(lateness),
+        earliest_ms=min(lateness, default=None),
+    )
     return Accounting(
         events=len(planned),
         expected=len(owed),
@@ -269,6 +395,10 @@ def account(
         worst_by_second=tuple(worst[s] for s in range(max(worst, default=-1) + 1)),
         hops_by_kind=hops_by_kind,
         slowest_by_kind=slowest_by_kind,
+        escalations=escalations,
+        last_receipt_by_kind=last_by_kind,
+        last_send_by_kind=last_send,
+        p99_by_window=by_window,
     )
 
 
