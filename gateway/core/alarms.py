@@ -227,8 +227,22 @@ class AlarmBook:
         return found
 
     def next_deadline(self) -> float | None:
-        """The earliest pending escalation deadline (may be stale; `due` skips those)."""
-        return self._heap[0][0] if self._heap else None
+        """The earliest pending escalation deadline.
+
+        Entries of alarms acknowledged, cleared or forgotten since they were armed
+        are dropped from the top first: left there, each would wake the caller
+        for nothing at its old deadline (with every alarm acknowledged in time,
+        one empty wake-up per alarm, a deadline after it was raised).
+        """
+        heap = self._heap
+        alarms = self._alarms
+        while heap:
+            deadline, _, alarm_id = heap[0]
+            alarm = alarms.get(alarm_id)
+            if alarm is not None and alarm.deadline == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
 
     def _next_level(self, alarm: Alarm) -> int | None:
         """The next chain level above the alarm's that has a sink for it.

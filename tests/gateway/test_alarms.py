@@ -199,8 +199,21 @@ def test_ack_stops_escalation() -> None:
         "op-1",
     )
     assert alarm.deadline is None
-    assert book.next_deadline() == T0 + 60.0  # stale: `due` skips it
+    # Its old deadline is no reason to wake up: nothing is pending.
+    assert book.next_deadline() is None
     assert book.due(T0 + 60.0) == []
+    assert book.next_deadline() is None
+
+
+def test_acknowledged_alarms_never_bring_a_wake_up() -> None:
+    """With every alarm acknowledged in time, the next deadline is the first one
+    still pending, not the old deadline of an acknowledged alarm before it."""
+    book = make()
+    raised = [book.raised(phone_event(CONFIG, seq=n), TOWNSHIP, T0 + n) for n in range(5)]
+    for alarm in raised[:4]:
+        book.acknowledge(alarm.event.alarm_id, "op-1", T0 + 10.0)
+    assert book.next_deadline() == T0 + 4 + 60.0  # the one left, not T0 + 60
+    book.acknowledge(raised[4].event.alarm_id, "op-1", T0 + 10.0)
     assert book.next_deadline() is None
 
 
