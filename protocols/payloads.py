@@ -60,6 +60,7 @@ import dataclasses
 import enum
 import json
 import math
+import re
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -466,7 +467,35 @@ def _decode_json(payload: bytes) -> dict[str, object] | Rejected:
         # ValueError: syntax (JSONDecodeError), NaN/Infinity, integers with more digits
         # than int() allows. RecursionError: absurd nesting.
         return Rejected(Reason.BAD_ENCODING, bytes(payload), f"not JSON: {exc}"[:200])
+    # JSON may escape half of a surrogate pair ("\ud800") on its own: Python takes
+    # it as a string no UTF-8 can carry, and the dispatch (MessagePack) could not
+    # be encoded. Only an escape can make one, so only then is the map walked.
+    if _SURROGATE_ESCAPE.search(payload) is not None and not _utf8_clean(obj):
+        return Rejected(
+            Reason.BAD_ENCODING, bytes(payload), "JSON payload escapes a lone surrogate"
+        )
     return obj
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _utf8_clean(value: object) -> bool:
+    """Whether every string in a decoded JSON value (keys included) is valid UTF-8 text."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def _phone(household: str, m: Mapping[str, object], raw: bytes) -> PhoneMessage | Rejected:

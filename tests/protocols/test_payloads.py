@@ -913,3 +913,34 @@ def test_msgpack_without_keywords_accepts_only_what_the_limits_accept(
         except (ValueError, msgpack.UnpackException):
             continue
         assert repr(_limited(payload)) == repr(quick)  # repr: a NaN is not equal to itself
+
+
+@pytest.mark.parametrize(
+    ("decode", "payload"),
+    [
+        (decode_ack, b'{"alarm_id": "\\ud800", "by": "wang", "ts": 1.0}'),
+        (decode_ack, b'{"alarm_id": "ph/h1/1", "by": "\\udfff", "ts": 1.0}'),
+        (
+            lambda p: decode_checkpoint("cp1", p),
+            b'{"v": 1, "id": "r1", "type": "pass", "ts": 1.0, "plate": "\\uDBFF", "conf": 0.9}',
+        ),
+        (
+            decode_ack,
+            b'{"alarm_id": "ph/h1/1", "by": "wang", "ts": 1.0, "\\ud800": 1}',
+        ),
+    ],
+)
+def test_a_json_lone_surrogate_is_refused(decode: Any, payload: bytes) -> None:
+    """JSON can escape half a surrogate pair; no UTF-8 (and so no dispatch) can carry
+    it, so the payload is refused as bad_encoding instead of failing at dispatch."""
+    got = decode(payload)
+    assert isinstance(got, Rejected)
+    assert got.reason is Reason.BAD_ENCODING
+    assert got.raw == payload
+
+
+def test_a_json_surrogate_pair_is_text() -> None:
+    """A whole pair is one character (here an emoji) and is accepted."""
+    got = decode_ack(b'{"alarm_id": "ph/h1/1", "by": "\\ud83d\\ude00", "ts": 1.0}')
+    assert not isinstance(got, Rejected)
+    assert got.by == "\U0001f600"
