@@ -46,6 +46,7 @@ Exit code: 0 when no exception escaped and no invariant failed, 1 otherwise,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -66,7 +67,13 @@ from typing import Final, TypeAlias, TypeVar
 
 import msgpack
 
-from protocols.contact_id import ContactId, build_contact_id, family, parse_contact_id
+from protocols.contact_id import (
+    ContactId,
+    build_contact_id,
+    checksum_char,
+    family,
+    parse_contact_id,
+)
 from protocols.frames import (
     DELIMITER,
     MAX_FRAME,
@@ -527,6 +534,20 @@ def _contact_id_corpus() -> list[bytes]:
         text = build_contact_id(account, q, code, group, zone, message_type=mt)
         out += [text.encode("ascii"), text.lower().encode("ascii")]
     return out
+
+
+_CID_ALPHABET: Final = "0123456789BCDEFbcdefAa \x00\xb2\xff"
+
+
+def _forged_contact_id(rng: random.Random, pool: Pool) -> bytes:
+    """A valid message with one or two characters replaced, its checksum often made right."""
+    text = list(build_contact_id("1234", rng.choice((1, 3, 6)), rng.randrange(100, 1000), 1, 1))
+    for _ in range(rng.randint(1, 2)):
+        text[rng.randrange(16)] = rng.choice(_CID_ALPHABET)
+    if rng.random() < 0.6:
+        with contextlib.suppress(ValueError):  # past the checksum, the field checks decide
+            text[15] = checksum_char("".join(text[:15]).upper())
+    return "".join(text).encode("latin-1")
 
 
 def _check_contact_id(data: bytes) -> list[str]:
@@ -1008,8 +1029,8 @@ def _edit_pairs(rng: random.Random, pairs: _Pairs) -> None:
     elif op == 4:
         del pairs[at]
     elif op == 5:  # rename, sometimes to a key of another type
-        key = rng.choice((*_ALL_KEYS, 1, b"v", None, 1.5, "V", "v "))
-        pairs[at] = (key, pairs[at][1])
+        renamed: object = rng.choice((*_ALL_KEYS, 1, b"v", None, 1.5, "V", "v "))
+        pairs[at] = (renamed, pairs[at][1])
     elif op == 6:  # the same key twice: which value wins?
         pairs.insert(rng.randrange(len(pairs) + 1), (pairs[at][0], _confusing(rng)))
     else:  # nest
@@ -1406,6 +1427,8 @@ TARGETS: Final[dict[str, Target]] = {
             _check_contact_id,
             _contact_id_corpus,
             tokens=(b"18", b"98", b"A", b"b", b"f", b"0", b"1", b"3", b"6", b"\xb2", b"\x00"),
+            structured=_forged_contact_id,
+            structured_share=0.3,
         ),
         Target(
             "receiver.stream",
