@@ -707,7 +707,8 @@ def _stream_of(rng: random.Random, pool: Pool) -> bytes:
 
 # --- native frames ------------------------------------------------------------------
 
-_FRAME_BOUNDS: Final = (MAX_FRAME, MAX_FRAME, MAX_FRAME, 12, 64, 300)
+# Above MAX_FRAME too: a reader may allow more, and only then can a frame be TOO_LARGE.
+_FRAME_BOUNDS: Final = (MAX_FRAME, MAX_FRAME, MAX_FRAME, 12, 64, 300, 2 * MAX_FRAME)
 _FRAME_HEADER: Final = struct.Struct(">BBHH")
 
 
