@@ -239,6 +239,12 @@ def accounts_for(config: Config) -> list[Account]:
     )
     found.extend(Account(h.id, Role.PHONE, h.id) for h in config.households)
     problems: list[str] = []
+    if "%u" in base or "%c" in base:
+        # mosquitto substitutes these in `pattern` lines (the phones' one).
+        problems.append(
+            f"mqtt.base_topic {base!r} contains %u or %c, which mosquitto ACL "
+            "patterns would replace"
+        )
     first: dict[str, Account] = {}
     for account in found:
         # mosquitto splits a password file line at its first ':' (pwfile__parse).

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
+from config import arguments
 from config.loader import ConfigError, load_config
 from config.model import Config, Priority
 from devices.events import Category, Event, Kind, Source, Stage, Transport
@@ -360,12 +361,14 @@ def _parser() -> argparse.ArgumentParser:
     broker = sub.add_parser(
         "broker-config",
         help="write mosquitto passwords, ACL and TLS listener for a district",
-        description="Write what mosquitto 2 needs to let each device, operator and the "
-        "gateway say only what it may: DIR/passwords (password_file), DIR/acl (acl_file), "
-        "DIR/alarmgw.conf (TLS listener, for include_dir) and DIR/credentials.csv (the "
-        "secrets, mode 0600). A re-run keeps existing passwords and adds new accounts. "
-        "Usernames: phones and checkpoints their id, operators op-<sink kind>-<sink id>, "
-        "the gateway its client_id.",
+        description="Write what mosquitto 2 needs so that each device, operator console\n"
+        "and the gateway may say only what it is for:\n"
+        "  DIR/passwords     password_file ($7$ PBKDF2-SHA512)\n"
+        "  DIR/acl           acl_file\n"
+        "  DIR/alarmgw.conf  allow_anonymous false, both files, a TLS listener (include_dir)\n"
+        "  DIR/credentials.csv  the secrets in clear, mode 0600; nothing is printed\n"
+        "Usernames: phones and checkpoints their id, operators op-<sink kind>-<sink id>,\n"
+        "the gateway its client_id. A re-run keeps existing passwords and adds new accounts.",
         epilog="example:\n"
         "  alarmgw broker-config --config district.toml --out secrets/broker \\\n"
         "      --tls-cert /etc/mosquitto/certs/server.pem \\\n"
@@ -379,7 +382,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where the broker will find passwords and acl (default: DIR, absolute)",
     )
-    broker.add_argument("--port", type=int, default=8883, help="TLS listener port (8883)")
+    broker.add_argument(
+        "--port", type=arguments.port, default=8883, help="TLS listener port (8883)"
+    )
     broker.add_argument("--bind", metavar="ADDRESS", help="TLS listener address (default: all)")
     broker.add_argument("--tls-cert", metavar="FILE", help="broker certificate (certfile)")
     broker.add_argument("--tls-key", metavar="FILE", help="broker private key (keyfile)")
