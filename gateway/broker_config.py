@@ -472,6 +472,19 @@ def generate(
     accounts would disappear without `prune`.
     """
     started = clock()
+    listener = listener or ListenerOptions()
+    where = broker_dir or str(out_dir.resolve())
+    # Each becomes (part of) one line of alarmgw.conf: a line break would start another.
+    for name, value in (
+        ("--broker-dir", where),
+        ("--bind", listener.bind),
+        ("--tls-ca", listener.tls_ca),
+        ("--tls-cert", listener.tls_cert),
+        ("--tls-key", listener.tls_key),
+        ("the config's path", config.source),
+    ):
+        if value is not None and not value.isprintable():
+            raise BrokerConfigError([f"{name} {value!r} contains control characters"])
     accounts = accounts_for(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     credentials_path = out_dir / CREDENTIALS_FILE
@@ -512,8 +525,7 @@ def generate(
         rows.append(Credential(account.username, account.role.value, account.id, password))
         lines.append(f"{account.username}:{encoded}")
     hash_s = clock() - hashing_started
-    where = broker_dir or str(out_dir.resolve())
-    conf, placeholders = listener_text(listener or ListenerOptions(), where, config.source)
+    conf, placeholders = listener_text(listener, where, config.source)
     # The CSV first: if anything after it fails, the secrets it holds are the ones to use.
     _write_atomically(credentials_path, _credentials_text(rows), 0o600)
     # 0640: mosquitto reads these as its own user (chgrp mosquitto); salted hashes only.

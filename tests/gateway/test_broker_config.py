@@ -229,6 +229,8 @@ def test_clashing_or_unusable_usernames_are_refused(tmp_path: Path) -> None:
     assert "'op-village-v01' would be both the operator 'village/v01' and the phone" in text
     assert "contains ':'" in text
     assert not (tmp_path / "credentials.csv").exists()
+    with pytest.raises(BrokerConfigError, match="control characters"):
+        generate(config, tmp_path, listener=ListenerOptions(tls_cert="a\nlistener 1"))
     odd_base = dataclasses.replace(config.mqtt, base_topic="x/%u")
     with pytest.raises(BrokerConfigError, match="contains %u or %c"):
         generate(dataclasses.replace(config, mqtt=odd_base), tmp_path)
