@@ -284,6 +284,7 @@ def _broker_config(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             broker_dir=args.broker_dir,
             rotate=args.rotate,
             prune=args.prune,
+            group_accounts=not args.no_group_accounts,
         )
     except BrokerConfigError as error:
         err.write(f"alarmgw: broker-config: {len(error.problems)} problem(s)\n")
@@ -402,6 +403,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="USERNAME",
         help="give this account a new password (repeatable)",
+    )
+    broker.add_argument(
+        "--no-group-accounts",
+        action="store_true",
+        help="no op-group-<id> accounts for the ten-household groups' topics (13,000 at "
+        "district scale cost mosquitto ~3 s at each start and reload)",
     )
     broker.add_argument(
         "--prune",

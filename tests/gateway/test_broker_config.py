@@ -82,6 +82,14 @@ def test_demo_accounts_cover_every_device_sink_and_the_gateway() -> None:
     )
 
 
+def test_group_accounts_can_be_left_out(tmp_path: Path) -> None:
+    """--no-group-accounts: no op-group-* login and no block for it; the rest unchanged."""
+    result = generate(demo(), tmp_path, group_accounts=False)
+    assert result.by_role[Role.OPERATOR] == 6
+    assert not [name for name in read_passwords(tmp_path) if name.startswith("op-group-")]
+    assert "op-group-" not in (tmp_path / "acl").read_text(encoding="utf-8")
+
+
 def test_acl_grants_exactly_what_each_role_needs(tmp_path: Path) -> None:
     """Phones: one pattern; checkpoints, operators, the gateway: their own blocks, no more."""
     generate(demo(), tmp_path)
