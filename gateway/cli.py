@@ -3,6 +3,7 @@
     alarmgw run --config FILE [--broker URL] [--serial NAME=PATH]
     alarmgw check-config FILE
     alarmgw topology FILE --json
+    alarmgw broker-config --config FILE --out DIR [--tls-cert F --tls-key F] [--rotate USER]
     alarmgw decode contact-id MESSAGE...
     alarmgw decode receiver FILE|-
     alarmgw decode frames FILE|-
@@ -28,10 +29,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
+from config import arguments
 from config.loader import ConfigError, load_config
 from config.model import Config, Priority
 from devices.events import Category, Event, Kind, Source, Stage, Transport
 from devices.phone import classify
+from gateway.broker_config import BrokerConfigError, ListenerOptions, Role, generate
 from gateway.core.routing import Router
 from gateway.demo import add_demo_parser, run_demo
 from gateway.tail import add_tail_parser, run_tail
@@ -259,6 +262,69 @@ def _topology(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return EXIT_OK
 
 
+# -- broker-config -----------------------------------------------------------------
+def _broker_config(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    config = _load(args.config, err)
+    if config is None:
+        return EXIT_USAGE
+    listener = ListenerOptions(
+        port=args.port,
+        bind=args.bind,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        require_certificate=args.require_certificate,
+    )
+    out_dir = Path(args.out)
+    try:
+        result = generate(
+            config,
+            out_dir,
+            listener=listener,
+            broker_dir=args.broker_dir,
+            rotate=args.rotate,
+            prune=args.prune,
+            group_accounts=not args.no_group_accounts,
+        )
+    except BrokerConfigError as error:
+        err.write(f"alarmgw: broker-config: {len(error.problems)} problem(s)\n")
+        for problem in error.problems:
+            err.write(f"  {problem}\n")
+        return EXIT_USAGE
+    # Counts and paths only: the secrets stay in credentials.csv.
+    roles = ", ".join(f"{result.by_role[role]} {role.value}" for role in Role)
+    folder = out_dir.resolve()
+    out.write(
+        f"accounts: {roles}\n"
+        f"passwords: {result.created} new, {result.kept} kept, {result.rotated} rotated, "
+        f"{result.pruned} revoked\n"
+        f"time: {result.total_s:.2f} s ({result.hash_s:.2f} s hashing)\n"
+        f"wrote {folder}/passwords, acl, alarmgw.conf, and credentials.csv (mode 0600:\n"
+        "  the only copy of the secrets in clear; keep it off the broker host)\n"
+    )
+    if result.placeholders:
+        out.write(
+            f"alarmgw.conf: fill in {', '.join(result.placeholders)} "
+            "(or give --tls-cert/--tls-key/--tls-ca)\n"
+        )
+    out.write(
+        "broker: copy passwords, acl and alarmgw.conf to the broker (alarmgw.conf into a\n"
+        "  directory of its own, e.g. /etc/mosquitto/conf.d/), then `include_dir` it at the\n"
+        "  end of mosquitto.conf; reload with SIGHUP after a re-run\n"
+        f"gateway: it logs in as {result.gateway_username!r} (its client_id, both sessions).\n"
+        "  Give it the password of the gateway row of credentials.csv, e.g.\n"
+        '    (umask 077; python3 -c \'import csv,sys; print(*[r["password"] for r in\n'
+        '      csv.DictReader(open(sys.argv[1])) if r["role"] == "gateway"])\'\n'
+        f"      {folder}/credentials.csv > /etc/alarmgw/mqtt.password)\n"
+        "  and in the district TOML's [mqtt]:\n"
+        f'    broker = "mqtts://<broker host>:{args.port}"\n'
+        f'    username_env = "ALARMGW_MQTT_USER"   # ALARMGW_MQTT_USER={result.gateway_username}\n'
+        '    password_file = "/etc/alarmgw/mqtt.password"   # or password_env\n'
+        '    tls_ca = "<the CA that signed the broker certificate>"\n'
+    )
+    return EXIT_OK
+
+
 # -- parser ------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -292,6 +358,63 @@ def _parser() -> argparse.ArgumentParser:
     topo = sub.add_parser("topology", help="list households and checkpoints with their routes")
     topo.add_argument("file")
     topo.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    broker = sub.add_parser(
+        "broker-config",
+        help="write mosquitto passwords, ACL and TLS listener for a district",
+        description="Write what mosquitto 2 needs so that each device, operator console\n"
+        "and the gateway may say only what it is for:\n"
+        "  DIR/passwords     password_file ($7$ PBKDF2-SHA512)\n"
+        "  DIR/acl           acl_file\n"
+        "  DIR/alarmgw.conf  allow_anonymous false, both files, a TLS listener (include_dir)\n"
+        "  DIR/credentials.csv  the secrets in clear, mode 0600; nothing is printed\n"
+        "Usernames: phones and checkpoints their id, operators op-<sink kind>-<sink id>,\n"
+        "the gateway its client_id. A re-run keeps existing passwords and adds new accounts.",
+        epilog="example:\n"
+        "  alarmgw broker-config --config district.toml --out secrets/broker \\\n"
+        "      --tls-cert /etc/mosquitto/certs/server.pem \\\n"
+        "      --tls-key /etc/mosquitto/certs/server.key",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    broker.add_argument("--config", required=True, help="deployment TOML file")
+    broker.add_argument("--out", required=True, metavar="DIR", help="where to write the files")
+    broker.add_argument(
+        "--broker-dir",
+        metavar="DIR",
+        help="where the broker will find passwords and acl (default: DIR, absolute)",
+    )
+    broker.add_argument(
+        "--port", type=arguments.port, default=8883, help="TLS listener port (8883)"
+    )
+    broker.add_argument("--bind", metavar="ADDRESS", help="TLS listener address (default: all)")
+    broker.add_argument("--tls-cert", metavar="FILE", help="broker certificate (certfile)")
+    broker.add_argument("--tls-key", metavar="FILE", help="broker private key (keyfile)")
+    broker.add_argument(
+        "--tls-ca", metavar="FILE", help="CA of device certificates (cafile; optional)"
+    )
+    broker.add_argument(
+        "--require-certificate",
+        action="store_true",
+        help="devices must also present a certificate signed by --tls-ca",
+    )
+    broker.add_argument(
+        "--rotate",
+        action="append",
+        default=[],
+        metavar="USERNAME",
+        help="give this account a new password (repeatable)",
+    )
+    broker.add_argument(
+        "--no-group-accounts",
+        action="store_true",
+        help="no op-group-<id> accounts for the ten-household groups' topics (13,000 at "
+        "district scale cost mosquitto ~3 s at each start and reload)",
+    )
+    broker.add_argument(
+        "--prune",
+        action="store_true",
+        help="revoke accounts that credentials.csv has and the config no longer does",
+    )
 
     decode = sub.add_parser(
         "decode",
@@ -337,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args, out, err)
         if args.command == "topology":
             return _topology(args, out, err)
+        if args.command == "broker-config":
+            return _broker_config(args, out, err)
         if args.command == "sim":
             return run_sim(args, out, err)
         if args.command == "tail":
