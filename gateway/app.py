@@ -373,8 +373,17 @@ class Gateway:
             outbox = (True, f"{self.outbox.pending} pending, store writable")
         else:
             outbox = (False, f"store not writable ({store.last_error}): devices not acknowledged")
+        refused = next(
+            (s.refused for s in (link, self.traffic_link) if s is not None and s.refused), None
+        )
+        if connected:
+            broker = "connected"
+        elif refused is not None:
+            broker = f"not connected: the broker refused the credentials: {refused}"
+        else:
+            broker = "not connected"
         checks = [
-            ("broker", connected, "connected" if connected else "not connected"),
+            ("broker", connected, broker),
             ("outbox", *outbox),
         ]
         if link is not None and connected:

@@ -170,6 +170,10 @@ _FAILURE: Final = 0x80
 # 0x01 is 3.1.1's "unacceptable protocol version" (what a 3.1.1 broker must send,
 # MQTT-3.1.2-2), 0x84 is MQTT 5's "unsupported protocol version".
 _VERSION_REFUSED: Final = frozenset({0x01, 0x84})
+# CONNACK refusals that mean "these credentials may not connect" (3.1.1: 4 bad user
+# name or password, 5 not authorised; MQTT 5: 0x86, 0x87): retrying will not help
+# until someone fixes the credentials, so they are said loudly and kept for /readyz.
+_AUTH_REFUSED: Final = frozenset({0x04, 0x05, 0x86, 0x87})
 # Joined writes go out at the end of the loop iteration, or at once past this size.
 _FLUSH_BYTES: Final = 256 * 1024
 # QoS 0 publishers wait when the transport buffers more than this.
@@ -953,6 +957,9 @@ class MqttLink:
         self._handlers: set[asyncio.Task[None]] = set()
         self.connections = 0
         """How many times the link has connected (1 after the first connection)."""
+        self.refused: str | None = None
+        """Why the broker refused our credentials at the last attempt (None once connected,
+        or when the last failure was something else)."""
 
     # -- state ----------------------------------------------------------------------
     @property
@@ -1299,6 +1306,7 @@ class MqttLink:
         self._conn = conn
         self._version = conn.version
         self.connections += 1
+        self.refused = None
         self._connected.set()
         conn.release_held()
         self.log.info(
@@ -1356,11 +1364,25 @@ class MqttLink:
         version_refused = code in _VERSION_REFUSED or (
             tcp_up and not conn.connack_seen and isinstance(error, _LostError | TimeoutError)
         )
+        detail = repr(error) if not isinstance(error, MQTTConnectError) else str(error)
+        if code in _AUTH_REFUSED:
+            self.refused = f"{detail} (CONNACK 0x{code:02x}) as user {self.username!r}"
+            self.log.error(
+                "mqtt.connect_refused",
+                broker=f"{self.host}:{self.port}",
+                mqtt_version="5" if version == MQTT_V5 else "3.1.1",
+                user=self.username,
+                error=detail,
+                hint="the broker refused these credentials: check [mqtt] username_env and "
+                "password_env / password_file (alarmgw broker-config writes them)",
+            )
+            return False
+        self.refused = None
         self.log.info(
             "mqtt.connect_failed",
             broker=f"{self.host}:{self.port}",
             mqtt_version="5" if version == MQTT_V5 else "3.1.1",
-            error=repr(error) if not isinstance(error, MQTTConnectError) else str(error),
+            error=detail,
         )
         if self._forced_version is not None:
             return False
