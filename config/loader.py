@@ -454,6 +454,12 @@ class _Table:
         self._asked.add(key)
         return self._data.get(key, _MISSING)
 
+    def all_keys(self) -> list[str]:
+        """Every key of the table (each counted as known: for tables keyed by data)."""
+        keys = list(self._data)
+        self._asked.update(keys)
+        return keys
+
     def has(self, key: str) -> bool:
         """Whether `key` is present (and counts it as known)."""
         return self.raw(key) is not _MISSING
@@ -648,6 +654,7 @@ class _Builder:
             topology.csv_households(households_file)
         topology.checkpoints(root.tables("checkpoints"))
         serial = self.serial(root.tables("serial"), topology)
+        operators = self.operators(root.table("operators"), topology)
         root.finish()
 
         if self.out.items:
@@ -674,6 +681,7 @@ class _Builder:
             sinks=topology.all_sinks(),
             serial=serial,
             watchlist=watchlist,
+            operators=operators,
         )
 
     # ---------------------------------------------------------------- settings
@@ -888,6 +896,32 @@ class _Builder:
             else:
                 kept.add(plate.upper())
         return frozenset(kept)
+
+    def operators(self, table: _Table, topology: _TopologyBuilder) -> Mapping[str, frozenset[str]]:
+        """[operators]: `"kind/id" = ["name", ...]`, who may acknowledge each sink's alarms."""
+        known = {f"{sink.kind}/{sink.id}" for sink in topology.all_sinks()}
+        found: dict[str, frozenset[str]] = {}
+        for key in table.all_keys():
+            # Quoted in TOML ("village/v01"), so the path shows it quoted too.
+            where = f'"{key}"'
+            if key not in known:
+                table.problem(where, f"unknown sink '{key}' (kind/id, e.g. village/v01)")
+                continue
+            names = table.strings(key, ())
+            kept: list[str] = []
+            for index, name in enumerate(names):
+                reason = _operator_problem(name)
+                if reason is None and name in kept:
+                    reason = f"operator '{name}' listed twice"
+                if reason is not None:
+                    table.problem(f"{where}[{index}]", reason)
+                else:
+                    kept.append(name)
+            if not names:
+                table.problem(where, "an empty list: name the sink's operators, or leave it out")
+            found[key] = frozenset(kept)
+        table.finish()
+        return MappingProxyType(found)
 
     def serial(self, tables: list[_Table], topology: _TopologyBuilder) -> tuple[SerialPort, ...]:
         """[[serial]]: ports, each with a unique name and device."""
@@ -1264,3 +1298,15 @@ class _TopologyBuilder:
             *(Sink("village", v.id, v.name) for v in self.village_by_id.values()),
             *(Sink("group", g.id, g.id) for g in self.group_by_id.values()),
         )
+
+
+_MAX_OPERATOR = 64
+
+
+def _operator_problem(name: str) -> str | None:
+    """Why `name` cannot be an operator's name (the `by` of an acknowledgement), or None."""
+    if not name or len(name) > _MAX_OPERATOR:
+        return f"an operator's name has 1 to {_MAX_OPERATOR} characters"
+    if not name.isprintable() or name != name.strip():
+        return "an operator's name is printable, without leading or trailing spaces"
+    return None

@@ -342,6 +342,10 @@ class Config:
     sinks: tuple[Sink, ...] = ()
     serial: tuple[SerialPort, ...] = ()
     watchlist: frozenset[str] = frozenset()
+    operators: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    """Sink (`kind/id`) → the operators who may acknowledge its alarms (`[operators]`);
+    empty: acknowledgements are not checked against names (the broker's ACL still
+    decides who may publish on a sink's ack topic)."""
     # The index, built on first use; `dataclasses.replace` starts it afresh.
     _topology: Topology | None = field(default=None, init=False, repr=False, compare=False)
 

@@ -67,6 +67,9 @@ class Reason(enum.StrEnum):
     """A well-formed message from a device the configuration does not know."""
     UNKNOWN_ACCOUNT = "unknown_account"
     """A receiver record for a Contact ID account no household owns."""
+    UNKNOWN_OPERATOR = "unknown_operator"
+    """An acknowledgement whose `by` is not an operator of the sink it was sent on
+    (checked where the configuration lists operators, `[operators]`)."""
 
     # --- the gateway itself -----------------------------------------------------
     STORE_UNAVAILABLE = "store_unavailable"

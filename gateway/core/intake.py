@@ -36,7 +36,7 @@ from protocols.payloads import (
     decode_phone,
     decode_phone_fields,
 )
-from protocols.reasons import Rejected
+from protocols.reasons import Reason, Rejected
 from protocols.receiver import ReceiverEvent
 from protocols.topics import AckTopic, IngressKind, Topics, validate_id
 
@@ -73,6 +73,8 @@ class Intake:
         self.core = core
         self.topics = topics
         topology = self._topology = core.topology
+        self._operators = core.operators
+        """Sink (`kind/id`) → its operators; empty: acks are not checked by name."""
         self._households = topology.households
         self._checkpoints = topology.checkpoints
         # The prefixes `Topics` builds device topics under ("<base>/in/phone/").
@@ -115,6 +117,12 @@ class Intake:
             ack = decode_ack(payload)
             if isinstance(ack, Rejected):
                 return Refused("ack", ack, topic)
+            if self._operators:
+                sink = f"{where.sink_kind}/{where.sink_id}"
+                if ack.by not in self._operators.get(sink, ()):
+                    detail = f"{ack.by!r} is not an operator of {sink} ([operators])"
+                    rejected = Rejected(Reason.UNKNOWN_OPERATOR, bytes(payload), detail)
+                    return Refused("ack", rejected, topic)
             judged = self.core.acknowledge(ack.alarm_id, ack.by, now)
             return Acked(where.sink_kind, where.sink_id, ack.by, judged)
         if where.kind is IngressKind.PHONE:

@@ -163,6 +163,8 @@ class Core:
     def __init__(self, config: Config) -> None:
         self._config = config
         self.topology = config.topology
+        self.operators = config.operators
+        """Who may acknowledge each sink's alarms (`[operators]`; empty: not checked)."""
         self.router = Router(config)
         self.dedup = Deduplicator(
             window_s=config.dedup.window_s, max_entries=config.dedup.max_entries

@@ -907,3 +907,33 @@ def test_problem_without_a_path() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(os.devnull + "/nope.toml")
     assert str(info.value.problems[0]).startswith(f"{os.devnull}/nope.toml: cannot read: ")
+
+
+# ---------------------------------------------------------------- operators
+
+
+def test_operators_name_who_may_acknowledge_each_sink(folder: Path) -> None:
+    """`[operators]`: a sink (kind/id) → its operators' names."""
+    doc = base()
+    doc["operators"] = {"village/v1": ["王警官", "li"], "bureau/county": ["zhao"]}
+    config = load(doc)
+    assert dict(config.operators) == {
+        "village/v1": frozenset({"王警官", "li"}),
+        "bureau/county": frozenset({"zhao"}),
+    }
+    assert not load(base()).operators  # absent: names are not checked
+
+
+def test_bad_operators_are_refused_with_their_key_paths(folder: Path) -> None:
+    doc = base()
+    doc["operators"] = {
+        "village/nowhere": ["wang"],
+        "village/v1": ["wang", "wang", " padded", ""],
+        "township/t1": [],
+    }
+    found = problems(doc)
+    assert any('operators."village/nowhere"' in p and "unknown sink" in p for p in found), found
+    assert any('operators."village/v1"[1]' in p and "listed twice" in p for p in found), found
+    assert any('operators."village/v1"[2]' in p and "spaces" in p for p in found), found
+    assert any('operators."village/v1"[3]' in p and "1 to 64" in p for p in found), found
+    assert any('operators."township/t1"' in p and "empty list" in p for p in found), found

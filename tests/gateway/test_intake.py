@@ -234,6 +234,47 @@ def test_a_bad_ack_is_refused_as_ack(payload: bytes, reason: Reason) -> None:
     assert (result.source, result.rejected.reason, result.topic) == ("ack", reason, topic)
 
 
+def test_with_operators_listed_only_a_sinks_own_operator_may_acknowledge() -> None:
+    """With `[operators]`, an ack names an operator of the sink it came on, or it is
+    refused as unknown_operator (dead-lettered and counted by the shell) and stops
+    nothing: a phone, or another room's operator, cannot silence an alarm."""
+    config = dataclasses.replace(
+        make_config(),
+        operators={
+            "village/v-east-1": frozenset({"李警官"}),
+            "township/t-east": frozenset({"zhao"}),
+        },
+    )
+    gate = Intake(Core(config), TOPICS)
+    outcome = accepted(
+        gate.mqtt(TOPICS.phone_in(HOUSEHOLD), encode(phone_payload(phone_message())), T0)
+    )
+    alarm_id = outcome.dispatches[0].alarm_id
+
+    def ack(sink: tuple[str, str], by: str) -> Acked | Refused | Outcome:
+        payload = encode(ack_payload(AckMessage(alarm_id, by, T0 + 5)))
+        return gate.mqtt(TOPICS.ack(*sink), payload, T0 + 5)
+
+    for sink, by in ((("village", "v-east-1"), "zhao"), (("group", "g-east-1"), "李警官")):
+        result = refused(ack(sink, by))
+        assert (result.source, result.rejected.reason) == ("ack", Reason.UNKNOWN_OPERATOR)
+        assert by in result.rejected.detail
+    alarm = gate.core.alarms.get(alarm_id)
+    assert alarm is not None
+    assert alarm.acknowledged_at is None
+    good = ack(("village", "v-east-1"), "李警官")
+    assert isinstance(good, Acked)
+    assert good.outcome.first
+
+
+def test_without_operators_any_name_may_acknowledge() -> None:
+    """No `[operators]` table: names are not checked (the broker's ACL decides who
+    may publish on a sink's ack topic)."""
+    assert not make_config().operators
+    payload = encode(ack_payload(AckMessage("ph/none/1", "anyone", T0)))
+    assert isinstance(intake().mqtt(TOPICS.ack("village", "v-east-1"), payload, T0), Acked)
+
+
 # ---------------------------------------------------------------- native serial frames
 
 
