@@ -73,6 +73,7 @@ import tty
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Final
 
 import anyio
@@ -1009,6 +1010,22 @@ def add_tail_parser(
         metavar="NAME",
         help="who acknowledges (the ack's `by`; default: your login name)",
     )
+    where.add_argument(
+        "--username",
+        metavar="NAME",
+        help="the broker account to log in with, e.g. op-village-v01 from `alarmgw "
+        "broker-config` (default: the config's)",
+    )
+    where.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="a file holding that account's password (first line); never on the command line",
+    )
+    where.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="the CA that signed the broker's certificate, for mqtts:// (default: the config's)",
+    )
     mode = parser.add_argument_group("non-interactive")
     mode.add_argument("--plain", action="store_true", help="one line per alarm, no live view")
     mode.add_argument(
@@ -1054,12 +1071,35 @@ def _locate(args: argparse.Namespace) -> _Where:
             raise TailError(f"--broker: {parsed}")
         host, port, tls = parsed
         mqtt = MqttSettings(broker_url=url, embedded=False, host=host, port=port, tls=tls)
+    mqtt = _credentials(args, mqtt)
     base = args.base_topic or mqtt.base_topic
     try:
         topics = Topics(base)
     except ValueError as error:
         raise TailError(str(error)) from None
     return _Where(mqtt, topics)
+
+
+def _credentials(args: argparse.Namespace, mqtt: MqttSettings) -> MqttSettings:
+    """The broker account and CA of --username, --password-file and --tls-ca, where given."""
+    password = mqtt.password
+    if args.password_file is not None:
+        try:
+            text = Path(args.password_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+            message = f"--password-file: cannot read {args.password_file}: {reason}"
+            raise TailError(message) from None
+        lines = text.splitlines()
+        if not lines or not lines[0]:
+            raise TailError(f"--password-file: {args.password_file} is empty")
+        password = lines[0]
+    return dataclasses.replace(
+        mqtt,
+        username=mqtt.username if args.username is None else args.username,
+        password=password,
+        tls_ca=mqtt.tls_ca if args.tls_ca is None else args.tls_ca,
+    )
 
 
 def _ssl(mqtt: MqttSettings) -> ssl.SSLContext | None:

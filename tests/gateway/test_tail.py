@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
+import gateway.tail as tail_module
 from gateway.app import Gateway
 from gateway.core.alarms import AlarmState
 from gateway.tail import (
@@ -267,6 +268,43 @@ def test_ack_needs_a_sink() -> None:
     err = io.StringIO()
     assert run_tail(_args("--ack", "ph/h001/1"), io.StringIO(), err) == 2
     assert "--sink" in err.getvalue()
+
+
+def test_an_operator_logs_in_with_their_own_account(tmp_path: Path) -> None:
+    """--username, --password-file (first line) and --tls-ca override the config's:
+    a console on a secured broker logs in as its room (`op-village-v01`)."""
+    secret = tmp_path / "op.pw"
+    secret.write_text("s3cret-Pw\n", encoding="utf-8")
+    args = _args(
+        "--broker", "mqtts://127.0.0.1:8883", "--username", "op-village-v01",
+        "--password-file", str(secret), "--tls-ca", str(tmp_path / "ca.pem"),
+    )  # fmt: skip
+    mqtt = tail_module._locate(args).mqtt
+    assert (mqtt.username, mqtt.password, mqtt.tls_ca) == (
+        "op-village-v01",
+        "s3cret-Pw",
+        str(tmp_path / "ca.pem"),
+    )
+    assert mqtt.tls
+    assert "s3cret" not in repr(mqtt)  # secrets stay out of reprs (and so of logs)
+    plain = tail_module._locate(_args("--broker", "mqtt://127.0.0.1:1883")).mqtt
+    assert (plain.username, plain.password) == (None, None)
+
+
+@pytest.mark.parametrize("content", [None, "", "\nsecond line"])
+def test_an_unreadable_or_empty_password_file_is_a_usage_error(
+    tmp_path: Path, content: str | None
+) -> None:
+    """Exit 2 with the file named; the rest of the file is never shown."""
+    secret = tmp_path / "op.pw"
+    if content is not None:
+        secret.write_text(content, encoding="utf-8")
+    err = io.StringIO()
+    args = _args("--broker", "mqtt://127.0.0.1:1", "--password-file", str(secret), "--plain")
+    assert run_tail(args, io.StringIO(), err) == 2
+    assert "--password-file" in err.getvalue()
+    assert str(secret) in err.getvalue()
+    assert "second line" not in err.getvalue()
 
 
 # ------------------------------------------------------------------ against a gateway
