@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import scenario_report
+from bench.scenario_report import figure as _f
 
 __all__ = ["commit", "machine", "ratios", "slowest_lines", "targets", "write_outputs"]
 
@@ -234,16 +235,6 @@ def _main_targets(results: Json) -> list[Json]:
 
 
 # -- markdown -----------------------------------------------------------------------
-def _f(value: Any, digits: int = 1) -> str:  # noqa: ANN401 - any JSON value
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
 def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from bench.scenarios import ALARM_HEAVY, PANIC_STORM, POWER_CUT
 
-__all__ = ["figures", "markdown", "targets"]
+__all__ = ["figure", "figures", "markdown", "targets"]
 
 Json = dict[str, Any]
 
@@ -240,7 +240,8 @@ def targets(results: Json) -> list[Json]:
     return found
 
 
-def _f(value: Any, digits: int = 1) -> str:  # noqa: ANN401 - any JSON value
+def figure(value: Any, digits: int = 1) -> str:  # noqa: ANN401 - any JSON value
+    """A JSON value for a table cell: `-` for none, thousands separators for numbers."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -251,7 +252,7 @@ def _f(value: Any, digits: int = 1) -> str:  # noqa: ANN401 - any JSON value
 
 
 def _pct(latency: Json | None, key: str) -> str:
-    return "-" if not latency else _f(latency.get(key), 1)
+    return "-" if not latency else figure(latency.get(key), 1)
 
 
 def markdown(results: Json) -> list[str]:
@@ -287,13 +288,14 @@ def markdown(results: Json) -> list[str]:
         for system, found in heavy["systems"].items():
             is_gateway = system == _GATEWAY
             lines.append(
-                f"| {labels[ALARM_HEAVY][system]} | {_f(found['best_ok_rate'], 0)} | "
-                f"{_f(ratio.get('best_ok_rate') if is_gateway else 1.0, 2)} | "
-                f"{_f(found['max_kept_up_rate'], 0)} | {_ms(found['p99_ms_at_1000'], 2)} | "
-                f"{_f(found['sut_us_per_event_at_1000'])} | "
-                f"{_f(ratio.get('cpu_per_event_at_1000') if is_gateway else 1.0, 2)} | "
-                f"{_f(found['acker_us_per_event_at_1000'])} | {_f(found['escalated_seen'])} | "
-                f"{_f(found['peak_rss_mb'], 0)} |"
+                f"| {labels[ALARM_HEAVY][system]} | {figure(found['best_ok_rate'], 0)} | "
+                f"{figure(ratio.get('best_ok_rate') if is_gateway else 1.0, 2)} | "
+                f"{figure(found['max_kept_up_rate'], 0)} | {_ms(found['p99_ms_at_1000'], 2)} | "
+                f"{figure(found['sut_us_per_event_at_1000'])} | "
+                f"{figure(ratio.get('cpu_per_event_at_1000') if is_gateway else 1.0, 2)} | "
+                f"{figure(found['acker_us_per_event_at_1000'])} | "
+                f"{figure(found['escalated_seen'])} | "
+                f"{figure(found['peak_rss_mb'], 0)} |"
             )
         lines += ["", "| system | ev/s | lost | dup | p50 ms | p99 ms | SUT µs/ev | verdict |"]
         lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
@@ -303,7 +305,7 @@ def markdown(results: Json) -> list[str]:
                 lines.append(
                     f"| {labels[ALARM_HEAVY][system]} | {step['offered_rate']:,.0f} | "
                     f"{step['lost']} | {step['duplicates']} | {_pct(latency, 'p50')} | "
-                    f"{_pct(latency, 'p99')} | {_f(step['cpu']['sut_us_per_event'])} | "
+                    f"{_pct(latency, 'p99')} | {figure(step['cpu']['sut_us_per_event'])} | "
                     f"{step['verdict']} |"
                 )
     cut = condensed.get(POWER_CUT)
@@ -328,15 +330,15 @@ def markdown(results: Json) -> list[str]:
             cells = [
                 "-"
                 if not found[k]
-                else f"{_f(found[k]['p50'])} / {_f(found[k]['p99'])} / {_f(found[k]['max'])}"
+                else " / ".join(figure(found[k][p]) for p in ("p50", "p99", "max"))
                 for k in ("panic", "trouble", "restore")
             ]
             lag = found["troubles_done_after_last_send_s"]
             lines.append(
                 f"| {labels[POWER_CUT][system]} | {found['phones']:,} | {found['lost']} | "
                 f"{' | '.join(cells)} | {_ms(found['panic_p99_ms_worst_window'])} | "
-                f"{'-' if lag is None else f'{lag:.2f} s'} | {_f(found['sut_us_per_event'])} | "
-                f"{_f(found['peak_rss_mb'], 0)} |"
+                f"{'-' if lag is None else f'{lag:.2f} s'} | {figure(found['sut_us_per_event'])} | "
+                f"{figure(found['peak_rss_mb'], 0)} |"
             )
     storm = condensed.get(PANIC_STORM)
     if storm is not None:
@@ -373,6 +375,6 @@ def markdown(results: Json) -> list[str]:
                     if found["escalates"]
                     else f"cannot escalate (seen {esc['seen']}) | -"
                 )
-                + f" | {_f(found['sut_us_per_event'])} |"
+                + f" | {figure(found['sut_us_per_event'])} |"
             )
     return lines

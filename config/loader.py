@@ -899,9 +899,12 @@ class _Builder:
 
     def operators(self, table: _Table, topology: _TopologyBuilder) -> Mapping[str, frozenset[str]]:
         """[operators]: `"kind/id" = ["name", ...]`, who may acknowledge each sink's alarms."""
+        keys = table.all_keys()
+        if not keys:  # the usual case: no sink index built at start-up for nothing
+            return MappingProxyType({})
         known = {f"{sink.kind}/{sink.id}" for sink in topology.all_sinks()}
         found: dict[str, frozenset[str]] = {}
-        for key in table.all_keys():
+        for key in keys:
             # Quoted in TOML ("village/v01"), so the path shows it quoted too.
             where = f'"{key}"'
             if key not in known:
