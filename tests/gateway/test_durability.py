@@ -127,7 +127,9 @@ def test_broker_outage_under_load_loses_nothing(tmp_path: Path) -> None:
             Collector(broker.port, (), "phones") as publisher,
         ):
             stream = asyncio.create_task(_stream(publisher, acked, count=500, rate=200))
-            await asyncio.sleep(1.0)
+            # The outage begins once enough alarms were taken (not after a fixed
+            # second: a slow machine takes fewer in it).
+            await eventually(lambda: len(acked) >= 150, within=20.0)
             broker.stop()
             await asyncio.sleep(3.0)
             broker.start()
