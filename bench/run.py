@@ -412,6 +412,16 @@ class Session:
             return ""
         return http_get(self.http_port, "/metrics")[1]
 
+    def _store_counts(self) -> tuple[float, float] | None:
+        """The gateway's store commits and ops so far (None for a relay or no store)."""
+        if not self.system.gateway:
+            return None
+        text = self.metrics()
+        return (
+            metric_total(text, "alarmgw_store_commits_total"),
+            metric_total(text, "alarmgw_store_ops_total"),
+        )
+
     def _gateway_received(self) -> float:
         return metric_total(self.metrics(), "alarmgw_events_received_total")
 
@@ -560,6 +570,7 @@ class Session:
         ready = time.time()
         _sleep_until(spec.t0)
         cpu_a = self._cpu()
+        store_a = self._store_counts()
         _sleep_until(spec.t0 + duration_s)
         cpu_b = self._cpu()
         generated = self.generator.expect("done", duration_s + _PROCESS_TIMEOUT_S)
@@ -586,6 +597,7 @@ class Session:
         if linger_s > 0:
             time.sleep(linger_s)
         cpu_c = self._cpu()
+        store_c = self._store_counts()
         self.sink.send("collect")
         received: list[Received] = self.sink.expect("collected", 120)
         accounting = account(
@@ -620,6 +632,7 @@ class Session:
             "rss_mb": round(rss_bytes(self.sut.pid) / _MB, 1),
             "peak_rss_mb": _mb(peak_rss_bytes(self.sut.pid)),
             "gc_pauses": self.gc_pauses(spec.t0, time.time()),
+            "store": _store_figures(store_a, store_c, sent),
         }
         if self.acker is not None:
             self.acker.send("counts")
@@ -693,6 +706,23 @@ class _Current:
         self.store_mb.append(self._session.startup.get("store_mb_at_end"))
         self._stack = None
         self._session = None
+
+
+def _store_figures(
+    before: tuple[float, float] | None, after: tuple[float, float] | None, sent: int
+) -> Json | None:
+    """Commits and ops of a step's store (load and drain): how big the group commits were."""
+    if before is None or after is None or after[0] <= 0:
+        return None
+    commits = after[0] - before[0]
+    ops = after[1] - before[1]
+    return {
+        "commits": int(commits),
+        "ops": int(ops),
+        "ops_per_commit": round(ops / commits, 1) if commits else None,
+        "ops_per_event": round(ops / sent, 2),
+        "events_per_commit": round(sent / commits, 2) if commits else None,
+    }
 
 
 def _kept_up(step: Json) -> bool:

@@ -54,7 +54,7 @@ from gateway.core.lanes import PASS_LANE, Queued
 from gateway.core.pipeline import Availability, Core, Dispatch, Outcome
 from gateway.core.routing import Channel, Target
 from gateway.logbudget import LogBudget
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, StoreCounts
 from protocols.frames import NakCode, encode_ack, encode_nak
 from protocols.payloads import (
     deadletter_payload,
@@ -197,6 +197,7 @@ class Gateway:
         m.outbox_pending.set_function(lambda: self.outbox.pending)
         m.store_writable.set_function(lambda: 1 if self.journal.writable else 0)
         m.gc_frozen.set_function(gc.get_freeze_count)
+        m.registry.register(StoreCounts(self._store_counts))
         for device_class in (DeviceClass.PHONE, DeviceClass.CHECKPOINT):
             m.devices_online.labels(device_class.value).set_function(
                 functools.partial(self.core.supervisor.online_count, device_class)
@@ -459,6 +460,11 @@ class Gateway:
             build = self.topics.passes if target.channel is Channel.PASSES else self.topics.alarms
             topic = self._egress_topics[target] = build(target.sink_kind, target.sink_id)
         return topic
+
+    def _store_counts(self) -> tuple[int, int]:
+        """Commits and ops the store committed so far (0, 0 without a store)."""
+        store = self.journal.store
+        return (0, 0) if store is None else (store.commits, store.ops_committed)
 
     def _availability(self, device_id: str, online: bool) -> Publish:
         payload = _ONLINE if online else _OFFLINE

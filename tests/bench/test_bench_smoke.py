@@ -351,7 +351,13 @@ def test_smoke_run_delivers_everything_once(tmp_path: Path) -> None:
         assert step["latency_ms"]["p50"] <= step["latency_ms"]["p99"] <= step["latency_ms"]["p999"]
         assert step["cpu"]["sut_us_per_event"] > 0
         assert step["generator"]["sent"] == step["generator"]["scheduled"]
-    assert results["systems"]["gateway"]["steps"][0]["gc_pauses"] is not None
+    gateway_step = results["systems"]["gateway"]["steps"][0]
+    assert gateway_step["gc_pauses"] is not None
+    store = gateway_step["store"]  # the group commits of the step, from /metrics
+    assert store["commits"] > 0
+    assert store["ops"] >= store["commits"]
+    assert store["ops_per_commit"] == round(store["ops"] / store["commits"], 1)
+    assert results["systems"]["relay-gmqtt"]["steps"][0]["store"] is None
     relay = results["systems"]["relay-gmqtt"]
     if relay["max_ok_rate"] is not None:  # None when its one step missed the p99 target
         assert results["ratios"]["relay-gmqtt"]["max_ok_rate"] == 1.0

@@ -218,6 +218,8 @@ def test_unwritable_store_withholds_acknowledgement_until_it_recovers(
             assert checks["outbox"][0] is False
             assert "not writable" in checks["outbox"][1]
             assert registry.get_sample_value("alarmgw_store_writable") == 0.0
+            commits = registry.get_sample_value("alarmgw_store_commits_total")
+            assert commits == store.commits  # what failed was not counted
             await asyncio.sleep(0.5)
             assert _delivered(probe) == {}
             store.call(lambda conn: conn.execute("PRAGMA query_only=OFF"))
@@ -226,5 +228,8 @@ def test_unwritable_store_withholds_acknowledgement_until_it_recovers(
                 lambda m: len(_delivered(probe).get("ph/h030/5", ())) == 3, within=20
             )
             assert registry.get_sample_value("alarmgw_store_writable") == 1.0
+            # The panic's identity, its three dispatches and its alarm: one commit or more.
+            assert registry.get_sample_value("alarmgw_store_commits_total") > commits
+            assert registry.get_sample_value("alarmgw_store_ops_total") >= 5
 
     asyncio.run(scenario())
