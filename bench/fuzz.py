@@ -125,7 +125,7 @@ from protocols.receiver import (
     build_heartbeat,
     build_record,
 )
-from protocols.topics import AckTopic, IngressKind, IngressTopic, Topics, validate_id
+from protocols.topics import AckTopic, IngressKind, IngressTopic, RequestTopic, Topics, validate_id
 
 __all__ = [
     "DEFAULT_INPUTS",
@@ -1399,13 +1399,17 @@ def _check_topic_text(topics: Topics, topic: str) -> str:
         )
         build = topics.phone_in if result.kind is IngressKind.PHONE else topics.checkpoint_in
         again = _rebuilt("Topics.<kind>_in(id)", lambda: build(result.device_id))
+    elif isinstance(result, RequestTopic):
+        request = result
+        again = _rebuilt("Topics.request(api, op)", lambda: topics.request(request.api, request.op))
     else:
         _expect(type(result) is AckTopic, "not a declared result", _short(result))
-        again = _rebuilt(
-            "Topics.ack(kind, id)", lambda: topics.ack(result.sink_kind, result.sink_id)
-        )
+        ack = result
+        again = _rebuilt("Topics.ack(kind, id)", lambda: topics.ack(ack.sink_kind, ack.sink_id))
     _expect(again == topic, "a parsed topic rebuilds differently", f"{topic!r} -> {again!r}")
-    return _label(result) + ("" if isinstance(result, AckTopic) else f"/{result.kind.value}")
+    if isinstance(result, IngressTopic):
+        return _label(result) + f"/{result.kind.value}"
+    return _label(result)
 
 
 def _check_topic(data: bytes) -> list[str]:

@@ -48,6 +48,8 @@ from typing import Final, Protocol, TypeVar
 from config.model import (
     DEFAULT_DEADLINES_S,
     DEFAULT_ROUTES,
+    INTERCEPTION_ALARM_KINDS,
+    RINGS,
     ROUTE_KEYS,
     TARGETS,
     Checkpoint,
@@ -58,6 +60,7 @@ from config.model import (
     Group,
     Household,
     HttpSettings,
+    InterceptionPolicy,
     MqttSettings,
     Priority,
     RoutingPolicy,
@@ -655,6 +658,7 @@ class _Builder:
         topology.checkpoints(root.tables("checkpoints"))
         serial = self.serial(root.tables("serial"), topology)
         operators = self.operators(root.table("operators"), topology)
+        interception = self.interception(root.table("interception"), topology)
         root.finish()
 
         if self.out.items:
@@ -673,6 +677,7 @@ class _Builder:
             supervision=supervision,
             routing=routing,
             escalation=escalation,
+            interception=interception,
             townships=tuple(topology.township_by_id.values()),
             villages=tuple(topology.village_by_id.values()),
             groups=tuple(topology.group_by_id.values()),
@@ -925,6 +930,80 @@ class _Builder:
             found[key] = frozenset(kept)
         table.finish()
         return MappingProxyType(found)
+
+    def interception(self, table: _Table, topology: _TopologyBuilder) -> InterceptionPolicy:
+        """[interception]: rings activated by a hit or an alarm, staffing deadline, chain."""
+        defaults = InterceptionPolicy()
+        enabled = table.boolean("enabled", defaults.enabled)
+        on_hit_table = table.table("on_hit")
+        on_hit: dict[int, tuple[int, ...]] = dict(defaults.on_hit)
+        for key in on_hit_table.all_keys():
+            ring = _ring_of(key)
+            if ring is None:
+                on_hit_table.problem(key, f"a ring is one of {', '.join(map(str, RINGS))}")
+                continue
+            on_hit[ring] = self.rings(on_hit_table, key)
+        on_hit_table.finish()
+        encloses_table = table.table("encloses")
+        encloses: dict[int, frozenset[str]] = {}
+        for key in encloses_table.all_keys():
+            ring = _ring_of(key)
+            if ring is None:
+                encloses_table.problem(key, f"a ring is one of {', '.join(map(str, RINGS))}")
+                continue
+            towns = encloses_table.strings(key, ())
+            for index, town in enumerate(towns):
+                if town not in topology.township_by_id:
+                    encloses_table.problem(f"{key}[{index}]", f"unknown township {town!r}")
+            encloses[ring] = frozenset(towns)
+        encloses_table.finish()
+        kinds = table.strings("alarm_kinds", ())
+        for index, kind in enumerate(kinds):
+            if kind not in INTERCEPTION_ALARM_KINDS:
+                table.problem(
+                    f"alarm_kinds[{index}]",
+                    f"not a household alarm kind: {kind!r} (one of "
+                    f"{', '.join(INTERCEPTION_ALARM_KINDS)})",
+                )
+        if kinds and not any(encloses.values()):
+            table.problem(
+                "alarm_kinds",
+                "alarms can only activate rings that enclose townships: list them under"
+                ' [interception.encloses] (e.g. 1 = ["t01"])',
+            )
+        deadline = table.number(
+            "staff_deadline_s", defaults.staff_deadline_s or 0.0, positive=False
+        )
+        duration = table.number("duration_s", defaults.duration_s)
+        chain = self.target_names(table, "chain", table.strings("chain", defaults.chain))
+        table.finish()
+        return InterceptionPolicy(
+            enabled=enabled,
+            on_hit=MappingProxyType(on_hit),
+            alarm_kinds=frozenset(kinds),
+            encloses=MappingProxyType(encloses),
+            staff_deadline_s=deadline or None,
+            duration_s=duration,
+            chain=chain,
+        )
+
+    def rings(self, table: _Table, key: str) -> tuple[int, ...]:
+        """A list of ring numbers (each 1-3, no repeats)."""
+        value = table.raw(key)
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            table.problem(key, f"expected a list of ring numbers, got {_toml_type(value)}")
+            return ()
+        kept: list[int] = []
+        for index, ring in enumerate(value):
+            if ring not in RINGS:
+                table.problem(f"{key}[{index}]", f"a ring is one of {', '.join(map(str, RINGS))}")
+            elif ring in kept:
+                table.problem(f"{key}[{index}]", f"ring {ring} listed twice")
+            else:
+                kept.append(ring)
+        return tuple(kept)
 
     def serial(self, tables: list[_Table], topology: _TopologyBuilder) -> tuple[SerialPort, ...]:
         """[[serial]]: ports, each with a unique name and device."""
@@ -1304,6 +1383,11 @@ class _TopologyBuilder:
 
 
 _MAX_OPERATOR = 64
+
+
+def _ring_of(key: str) -> int | None:
+    """The ring a table key names ("1", "2", "3"), or None."""
+    return int(key) if key.isdigit() and int(key) in RINGS else None
 
 
 def _operator_problem(name: str) -> str | None:

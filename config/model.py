@@ -30,6 +30,8 @@ from types import MappingProxyType
 __all__ = [
     "DEFAULT_DEADLINES_S",
     "DEFAULT_ROUTES",
+    "INTERCEPTION_ALARM_KINDS",
+    "RINGS",
     "ROUTE_KEYS",
     "TARGETS",
     "Checkpoint",
@@ -40,6 +42,7 @@ __all__ = [
     "Group",
     "Household",
     "HttpSettings",
+    "InterceptionPolicy",
     "MqttSettings",
     "Priority",
     "RoutingPolicy",
@@ -296,6 +299,51 @@ class EscalationPolicy:
     deadline_s: Mapping[Priority, float | None] = field(default_factory=lambda: DEFAULT_DEADLINES_S)
 
 
+RINGS: tuple[int, ...] = (1, 2, 3)
+"""The interception rings (三道堵控圈): 1 around the main town, 2 the district's
+borders, 3 the emergency checkpoints on the main bridges (DESIGN.md)."""
+
+INTERCEPTION_ALARM_KINDS: tuple[str, ...] = (
+    "panic",
+    "duress",
+    "burglary",
+    "alarm",
+    "fire",
+    "medical",
+    "gas",
+    "carbon_monoxide",
+)
+"""Household alarm kinds `[interception] alarm_kinds` may name (devices.events.Kind values)."""
+
+_DEFAULT_ON_HIT: Mapping[int, tuple[int, ...]] = MappingProxyType(
+    {1: (1, 2, 3), 2: (2, 3), 3: (3,)}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InterceptionPolicy:
+    """`[interception]`: which rings close around a watchlist hit or an alarm, and
+    how their B and C checkpoints are called to staff (gateway/core/interception.py).
+
+    `on_hit[r]`: the rings whose B and C checkpoints a watchlist hit at a ring-`r`
+    checkpoint activates (by default that ring and every ring outside it).
+    `alarm_kinds`: household alarm kinds (e.g. panic, duress: a robbery in
+    progress) that also activate the rings whose `encloses` lists the household's
+    township; empty: alarms activate nothing. `staff_deadline_s`: how long a
+    checkpoint's unit has to confirm it is staffed before the request climbs
+    `chain` (None: never). `duration_s`: how long an activation lasts unless
+    ended sooner.
+    """
+
+    enabled: bool = True
+    on_hit: Mapping[int, tuple[int, ...]] = field(default_factory=lambda: _DEFAULT_ON_HIT)
+    alarm_kinds: frozenset[str] = frozenset()
+    encloses: Mapping[int, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    staff_deadline_s: float | None = 300.0
+    duration_s: float = 1800.0
+    chain: tuple[str, ...] = ("unit", "station", "bureau")
+
+
 @dataclass(frozen=True, slots=True)
 class SerialPort:
     """One serial line: an alarm receiver's output or a native-frame device bus."""
@@ -334,6 +382,7 @@ class Config:
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     routing: RoutingPolicy = field(default_factory=RoutingPolicy)
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
+    interception: InterceptionPolicy = field(default_factory=InterceptionPolicy)
     townships: tuple[Township, ...] = ()
     villages: tuple[Village, ...] = ()
     groups: tuple[Group, ...] = ()

@@ -65,6 +65,8 @@ class Kind(enum.StrEnum):
     DEVICE_OFFLINE = "device_offline"
     WATCHLIST_HIT = "watchlist_hit"
     CHECKPOINT_FAULT = "checkpoint_fault"
+    INTERCEPTION = "interception"
+    """A checkpoint called to staff for an interception (gateway/core/interception.py)."""
     OPEN_CLOSE = "open_close"
     BYPASS = "bypass"
     TEST = "test"
@@ -83,6 +85,8 @@ class Category(enum.StrEnum):
     DEVICE_OFFLINE = "device_offline"
     CHECKPOINT_FAULT = "checkpoint_fault"
     WATCHLIST = "watchlist"
+    INTERCEPTION = "interception"
+    """A staffing request to a checkpoint's unit; routed by the interception policy."""
     PASS = "pass"  # noqa: S105 - a vehicle pass, not a password
     HEARTBEAT = "heartbeat"
     """Feeds supervision only; never dispatched."""

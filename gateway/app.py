@@ -49,12 +49,13 @@ from gateway.adapters.outbox import MemoryOutbox, Outgoing
 from gateway.adapters.serial_port import LineState, SerialLine
 from gateway.adapters.store import Store, StoreUnavailable
 from gateway.core.alarms import Alarm, AlarmState
-from gateway.core.intake import Acked, Intake, Refused
+from gateway.core.intake import Acked, Intake, Refused, Requested
+from gateway.core.interception import Activation, ActivationState, Command
 from gateway.core.lanes import PASS_LANE, Queued
 from gateway.core.pipeline import Availability, Core, Dispatch, Outcome
 from gateway.core.routing import Channel, Target
 from gateway.logbudget import LogBudget
-from gateway.metrics import Metrics, StoreCounts
+from gateway.metrics import InterceptionCounts, Metrics, StoreCounts
 from protocols.frames import NakCode, encode_ack, encode_nak
 from protocols.payloads import (
     deadletter_payload,
@@ -113,8 +114,12 @@ _ONLINE = b"online"
 _DISPATCH_TS = packed_str("dispatch_ts")
 _OFFLINE = b"offline"
 _STATE_LANE = 2
+_COMMAND_LANE = 1
+"""Orders to checkpoints: a listed vehicle is on the move (interception)."""
 _AVAILABILITY_LANE = 3
 _DEADLETTER_LANE = 4
+_RESPONSE_LANE = 3
+"""Answers to requests (interception): someone is waiting at a console."""
 
 Publish = tuple[int, Outgoing]
 """(lane, item): one publish the gateway owes."""
@@ -123,13 +128,14 @@ Publish = tuple[int, Outgoing]
 class _Staged:
     """What a batch of inputs owes the store: written in one commit, or not at all."""
 
-    __slots__ = ("alarms", "outcomes", "publishes", "seen", "urgent")
+    __slots__ = ("activations", "alarms", "outcomes", "publishes", "seen", "urgent")
 
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
         self.publishes: list[Publish] = []
         self.seen: list[Event] = []
         self.alarms: list[Alarm] = []
+        self.activations: list[Activation] = []
         self.urgent = False
 
     def outcome(self, outcome: Outcome) -> None:
@@ -143,6 +149,8 @@ class _Staged:
         ):
             self.seen.append(event)
         self.alarms.extend(outcome.alarms)
+        if outcome.activations:
+            self.activations.extend(outcome.activations)
         if event.priority is Priority.LIFE_SAFETY and not outcome.duplicate:
             self.urgent = True  # a panic never waits behind a group of plate reads
 
@@ -198,6 +206,7 @@ class Gateway:
         m.store_writable.set_function(lambda: 1 if self.journal.writable else 0)
         m.gc_frozen.set_function(gc.get_freeze_count)
         m.registry.register(StoreCounts(self._store_counts))
+        m.registry.register(InterceptionCounts(self._interception_counts))
         for device_class in (DeviceClass.PHONE, DeviceClass.CHECKPOINT):
             m.devices_online.labels(device_class.value).set_function(
                 functools.partial(self.core.supervisor.online_count, device_class)
@@ -426,6 +435,8 @@ class Gateway:
                 if result.source in ("phone", "checkpoint"):
                     received[result.source] = received.get(result.source, 0) + 1
                 self._stage_refused(staged, result, now)
+            elif isinstance(result, Requested):
+                self._stage_request(staged, result, now)
             else:
                 self._stage_acked(staged, result, now)
         for source, count in received.items():
@@ -453,6 +464,42 @@ class Gateway:
             publishes.append((lane, Outgoing(self._topic(target), target.qos, dispatch=dispatch)))
         return publishes
 
+    def _commands(self, commands: Sequence[Command]) -> list[Publish]:
+        """Retained orders to checkpoints, each on its own commands topic."""
+        return [
+            (
+                _COMMAND_LANE,
+                Outgoing(
+                    self.topics.commands("checkpoint", command.checkpoint),
+                    1,
+                    retain=True,
+                    payload=encode(command.body),
+                ),
+            )
+            for command in commands
+        ]
+
+    def _log_activation(self, activation: Activation, now: float) -> None:
+        """One line per interception started, extended or finished."""
+        if activation.state is ActivationState.ACTIVE:
+            what = "interception activated"
+            if len(activation.triggers) == 1:  # started now (an extension has more)
+                trigger = "watchlist_hit" if activation.target.startswith("plate:") else "alarm"
+                self.metrics.interceptions.labels(trigger).inc()
+        else:
+            what = f"interception {activation.state.value}"
+        if self.log_budget.allow(what, now):
+            self.log.warning(
+                what,
+                activation_id=activation.activation_id,
+                trigger=activation.triggers[-1] if activation.triggers else activation.trigger,
+                rings=list(activation.rings),
+                checkpoints=len(activation.checkpoints),
+                until=activation.until,
+                plate=activation.look_for.get("plate"),
+                by=activation.ended_by,
+            )
+
     def _topic(self, target: Target) -> str:
         """The egress topic of a target, built (and its ids checked) once per sink."""
         topic = self._egress_topics.get(target)
@@ -460,6 +507,11 @@ class Gateway:
             build = self.topics.passes if target.channel is Channel.PASSES else self.topics.alarms
             topic = self._egress_topics[target] = build(target.sink_kind, target.sink_id)
         return topic
+
+    def _interception_counts(self) -> tuple[int, dict[str, int]]:
+        """Running activations, and their checkpoints by standing (for /metrics)."""
+        interception = self.core.interception
+        return len(interception.active()), interception.standing()
 
     def _store_counts(self) -> tuple[int, int]:
         """Commits and ops the store committed so far (0, 0 without a store)."""
@@ -491,10 +543,13 @@ class Gateway:
         publishes = staged.publishes
         for outcome in staged.outcomes:
             publishes.extend(self._publishes(outcome.availability, outcome.dispatches))
+            if outcome.commands:
+                publishes.extend(self._commands(outcome.commands))
         stored = await self.journal.record(
             publishes,
             seen=staged.seen,
             alarms=staged.alarms,
+            activations=staged.activations,
             now=self.clock(),
             urgent=staged.urgent,
         )
@@ -524,6 +579,8 @@ class Gateway:
                     sinks=[f"{d.target.sink_kind}/{d.target.sink_id}" for d in outcome.dispatches],
                 )
             timers_moved = timers_moved or bool(outcome.alarms) or outcome.availability is not None
+        for activation in staged.activations:
+            self._log_activation(activation, now)
         if timers_moved:
             self._timers_moved()  # only a new alarm or device can bring a deadline nearer
         return True
@@ -543,6 +600,34 @@ class Gateway:
         letter = Outgoing(self.topics.deadletter, 1, payload=body)
         staged.publishes.append((_DEADLETTER_LANE, letter))
 
+    def _stage_request(self, staged: _Staged, requested: Requested, now: float) -> None:
+        """Answer a request; what it changes is stored with its answer, or neither is."""
+        message = requested.message
+        transaction: str | int | None = None
+        if isinstance(message, Rejected):
+            answer: dict[str, object] = {
+                "status": "error",
+                "error": f"{message.reason.value}: {message.detail}",
+            }
+        else:
+            transaction = message.transaction
+            answer, change = self.core.request(requested.api, requested.op, message.fields, now)
+            if change is not None:
+                staged.alarms.extend(change.alarms)
+                staged.activations.extend(change.activations)
+                staged.publishes.extend(self._commands(change.commands))
+        if transaction is not None:
+            answer["transaction"] = transaction
+        if answer["status"] != "ok" and self.log_budget.allow("request refused", now):
+            self.log.warning(
+                "request refused",
+                api=requested.api,
+                op=requested.op,
+                error=answer.get("error"),
+            )
+        topic = self.topics.response(requested.api, requested.op)
+        staged.publishes.append((_RESPONSE_LANE, Outgoing(topic, 1, payload=encode(answer))))
+
     def _stage_acked(self, staged: _Staged, acked: Acked, now: float) -> None:
         """An operator's acknowledgement: stored before the PUBACK, so never forgotten."""
         outcome = acked.outcome
@@ -559,7 +644,7 @@ class Gateway:
                 first=outcome.first,
                 ack_latency_s=outcome.latency_s,
             )
-        alarm = self.core.alarms.get(outcome.alarm_id) if outcome.first else None
+        alarm = self.core.find_alarm(outcome.alarm_id) if outcome.first else None
         if alarm is not None:
             staged.alarms.append(alarm)
 
@@ -772,12 +857,17 @@ class Gateway:
                     what, device=change.device_id, device_class=change.device_class.value
                 )
         publishes.extend(self._publishes(None, tick.dispatches))
+        publishes.extend(self._commands(tick.commands))
+        for activation in tick.activations:
+            self._log_activation(activation, now)
         for alarm_id in tick.escalated:
             self.metrics.escalations.inc()
             if allow("alarm escalated", now):
                 self.log.warning("alarm escalated: no acknowledgement in time", alarm_id=alarm_id)
-        if publishes or tick.alarms:
-            stored = await self.journal.record(publishes, alarms=tick.alarms, now=now)
+        if publishes or tick.alarms or tick.activations:
+            stored = await self.journal.record(
+                publishes, alarms=tick.alarms, activations=tick.activations, now=now
+            )
             if not stored:
                 # Time decided these, no device is waiting to retry them: send them
                 # anyway, from memory, rather than not at all.

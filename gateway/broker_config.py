@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Final
 
 from config.model import Config
+from protocols.topics import REQUEST_APIS
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -177,6 +178,10 @@ class Result:
 # ------------------------------------------------------------------ accounts
 
 
+_COMMANDERS = frozenset({"township", "station", "bureau"})
+"""Sink kinds whose operators may use the request APIs (end an interception)."""
+
+
 def operator_username(sink_kind: str, sink_id: str) -> str:
     """The operator account of a sink: `op-<kind>-<id>`, e.g. `op-village-v01`."""
     return f"op-{sink_kind}-{sink_id}"
@@ -210,6 +215,8 @@ def accounts_for(config: Config, *, group_accounts: bool = True) -> list[Account
                 f"topic write {base}/state",
                 f"topic write {base}/availability/#",
                 f"topic write {base}/deadletter",
+                *(f"topic read {base}/{api}/request/+" for api in REQUEST_APIS),
+                *(f"topic write {base}/{api}/response/#" for api in REQUEST_APIS),
             ),
         )
     ]
@@ -228,6 +235,15 @@ def accounts_for(config: Config, *, group_accounts: bool = True) -> list[Account
                     f"topic read {base}/state",
                     f"topic read {base}/availability/#",
                     f"topic write {base}/ack/{sink.kind}/{sink.id}",
+                    *(
+                        line
+                        for api in REQUEST_APIS
+                        if sink.kind in _COMMANDERS
+                        for line in (
+                            f"topic write {base}/{api}/request/+",
+                            f"topic read {base}/{api}/response/#",
+                        )
+                    ),
                 ),
             )
         )

@@ -46,10 +46,11 @@ from protocols.payloads import (
     decode_map,
     decode_native,
     decode_phone,
+    decode_request,
 )
 from protocols.reasons import Rejected
 from protocols.receiver import ReceiverDecoder, ReceiverHeartbeat
-from protocols.topics import AckTopic, IngressKind, Topics
+from protocols.topics import AckTopic, IngressKind, RequestTopic, Topics
 from simulators.cli import add_sim_parser, drive_district, run_sim
 
 __all__ = ["main"]
@@ -141,6 +142,8 @@ def _decode_payload(data: bytes, topic: str | None) -> object:
         return where
     if isinstance(where, AckTopic):
         return decode_ack(data)
+    if isinstance(where, RequestTopic):
+        return decode_request(data)
     if where.kind is IngressKind.PHONE:
         return decode_phone(where.device_id, data)
     return decode_checkpoint(where.device_id, data)

@@ -13,17 +13,20 @@ which is measurable at 10,000 events/s.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from devices.events import Source, Transport
 from devices.supervision import DeviceClass
 from protocols.reasons import Reason
 
-__all__ = ["LATENCY_BUCKETS", "Metrics", "StoreCounts"]
+__all__ = ["INTERCEPTION_POSTS", "LATENCY_BUCKETS", "InterceptionCounts", "Metrics", "StoreCounts"]
+
+INTERCEPTION_POSTS = ("waiting", "escalated", "confirmed")
+"""The `state` label of `alarmgw_interception_checkpoints`."""
 
 # Dispatch latency targets are in milliseconds (p99 < 10 ms at 1,000 events/s),
 # ack latency in minutes: one bucket set spanning 0.5 ms to 30 min serves both.
@@ -52,6 +55,32 @@ class StoreCounts(Collector):
             "Changes (dedup identities, outbox rows, delivery marks, alarm records) committed.",
             value=ops,
         )
+
+
+class InterceptionCounts(Collector):
+    """`alarmgw_interceptions_active` and `alarmgw_interception_checkpoints{state}`,
+    read at scrape time (`read` gives the running activations and, per state of
+    `INTERCEPTION_POSTS`, how many of their checkpoints stand there)."""
+
+    def __init__(self, read: Callable[[], tuple[int, Mapping[str, int]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        active, posts = self._read()
+        yield GaugeMetricFamily(
+            "alarmgw_interceptions_active",
+            "Interception activations running (rings called to staff).",
+            value=active,
+        )
+        family = GaugeMetricFamily(
+            "alarmgw_interception_checkpoints",
+            "Checkpoints of running activations: waiting for their unit's confirmation,"
+            " escalated past it, or confirmed staffed.",
+            labels=["state"],
+        )
+        for state in INTERCEPTION_POSTS:
+            family.add_metric([state], posts.get(state, 0))
+        yield family
 
 
 class Metrics:
@@ -147,6 +176,12 @@ class Metrics:
             "1 while the durable store accepts writes; 0 means devices are not acknowledged.",
             registry=registry,
         )
+        self.interceptions = Counter(
+            "alarmgw_interceptions",
+            "Interception activations started, by what started them.",
+            ["trigger"],
+            registry=registry,
+        )
         self.gc_frozen = Gauge(
             "alarmgw_gc_frozen_objects",
             "Objects moved out of the garbage collector's sight (gateway/runner.py freezes"
@@ -174,6 +209,8 @@ class Metrics:
             self.devices_online.labels(device_class.value)
         for kind in sink_kinds:
             self.dispatch_failures.labels(kind)
+        for trigger in ("watchlist_hit", "alarm"):
+            self.interceptions.labels(trigger)
         self._rejected: dict[tuple[str, Reason], Counter] = {}
 
     def rejected(self, source: str, reason: Reason) -> None:

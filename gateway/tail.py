@@ -181,6 +181,9 @@ class AlarmRow:
     acked_by: str | None = None
     acked_at: float | None = None
     acked_sink: str | None = None
+    detail: str = ""
+    """What the operator must know beyond the kind: a hit's plate, an interception's
+    checkpoint, what to look for and until when (`describe`)."""
 
     @property
     def device_to_ingress_s(self) -> float | None:
@@ -322,6 +325,7 @@ class AlarmBoard:
             sinks=(sink,),
             escalated=escalated,
             attempt=attempt,
+            detail=describe(body),
         )
         self._next_number += 1
         self._rows[alarm_id] = row
@@ -535,6 +539,30 @@ def _clock(at: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at))
 
 
+def describe(body: Mapping[str, object]) -> str:
+    """The short detail of a watchlist hit or an interception staffing request."""
+    event = body.get("event")
+    if not isinstance(event, Mapping):
+        return ""
+    kind = body.get("kind")
+    if kind == "watchlist_hit":
+        read = _text(event.get("plate")) or "?"
+        listed = _text(event.get("listed_plate"))
+        text = read if listed is None or listed == read else f"{read} → {listed}"
+        reason = _text(event.get("reason")) or _text(event.get("list"))
+        return f"{text} ({reason})" if reason else text
+    if kind == "interception":
+        look_for = event.get("look_for")
+        wanted = ""
+        if isinstance(look_for, Mapping):
+            wanted = _text(look_for.get("plate")) or _text(look_for.get("household")) or ""
+        until = _number(event.get("until"))
+        ring = event.get("ring")
+        text = f"staff {_text(event.get('checkpoint')) or '?'} (ring {ring}): {wanted or '?'}"
+        return text + (f" until {_clock(until)}" if until is not None else "")
+    return ""
+
+
 def _where(row: AlarmRow) -> str:
     if row.household is not None:
         return row.household + (f" ({row.group})" if row.group else "")
@@ -575,6 +603,7 @@ def render(
     table.add_column("alarm_id", no_wrap=True, overflow="ellipsis", min_width=16, ratio=2)
     table.add_column("P", justify="center", no_wrap=True, min_width=1)
     table.add_column("kind", no_wrap=True, overflow="ellipsis", max_width=14)
+    table.add_column("detail", no_wrap=True, overflow="ellipsis", ratio=2)
     table.add_column("device", no_wrap=True, overflow="ellipsis", min_width=6, max_width=16)
     table.add_column("place", no_wrap=True, overflow="ellipsis", min_width=7, max_width=16)
     table.add_column("sinks", no_wrap=True, overflow="ellipsis", ratio=3, min_width=12)
@@ -596,6 +625,7 @@ def render(
             row.alarm_id,
             str(row.priority),
             row.kind,
+            row.detail,
             _where(row),
             _place(row),
             _sinks(row),
@@ -650,7 +680,8 @@ def plain_line(update: Update) -> str:
     escalated = f" ESCALATED (attempt {row.attempt})" if update.what == "escalated" else ""
     return (
         f"{_clock(update.at)} #{row.number} P{row.priority} {row.kind} {row.alarm_id} "
-        f"{_where(row)} {_place(row)} → {update.sink}{escalated} · "
+        f"{_where(row)} {_place(row)}{f' [{row.detail}]' if row.detail else ''} → "
+        f"{update.sink}{escalated} · "
         f"dev→in {_ms(row.device_to_ingress_s)} ms · in→disp {_ms(row.ingress_to_dispatch_s)} ms"
         f" · disp→here {_ms(row.dispatch_to_received_s)} ms"
     )
@@ -669,6 +700,7 @@ def json_record(update: Update) -> dict[str, object]:
         "alarm_id": row.alarm_id,
         "priority": row.priority,
         "kind": row.kind,
+        "detail": row.detail,
         "source": row.source,
         "device_id": row.device_id,
         "household": row.household,

@@ -79,6 +79,7 @@ __all__ = [
     "CheckpointMessage",
     "PhoneFields",
     "PhoneMessage",
+    "RequestMessage",
     "ack_payload",
     "checkpoint_payload",
     "deadletter_payload",
@@ -88,6 +89,7 @@ __all__ = [
     "decode_native",
     "decode_phone",
     "decode_phone_fields",
+    "decode_request",
     "encode",
     "native_payload",
     "packed_float",
@@ -764,6 +766,36 @@ def decode_ack(payload: bytes) -> AckMessage | Rejected:
     if isinstance(ts, Rejected):
         return ts
     return AckMessage(alarm_id, by, ts)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMessage:
+    """A request to one of the gateway's request/response APIs (topics.REQUEST_APIS):
+    its own fields, and the `transaction` a requester may add, echoed in the answer."""
+
+    transaction: str | int | None
+    fields: Mapping[str, object]
+
+
+_MAX_TRANSACTION = 128
+
+
+def decode_request(payload: bytes) -> RequestMessage | Rejected:
+    """Decode a request map; an empty payload is an empty request (`list` needs nothing)."""
+    if not payload:
+        return RequestMessage(None, {})
+    m = decode_map(payload)
+    if isinstance(m, Rejected):
+        return m
+    transaction = m.pop("transaction", None)
+    if transaction is not None:
+        if isinstance(transaction, bool) or not isinstance(transaction, str | int):
+            return _wrong_type("transaction", "a string or an integer", transaction, payload)
+        if isinstance(transaction, str):
+            bad = _check_str("transaction", transaction, 0, _MAX_TRANSACTION, payload)
+            if bad is not None:
+                return bad
+    return RequestMessage(transaction, m)
 
 
 def decode_native(payload: bytes) -> PhoneMessage | CheckpointMessage | Rejected:

@@ -38,9 +38,11 @@ __all__ = [
     "DEFAULT_BASE",
     "MAX_BASE_LEN",
     "MAX_ID_LEN",
+    "REQUEST_APIS",
     "AckTopic",
     "IngressKind",
     "IngressTopic",
+    "RequestTopic",
     "Topics",
     "validate_base",
     "validate_id",
@@ -54,6 +56,11 @@ MAX_ID_LEN: Final = 64
 
 MAX_BASE_LEN: Final = 256
 """Longest base topic, in characters; MQTT allows 65535 bytes for a whole topic."""
+
+
+REQUEST_APIS: Final = ("interception",)
+"""Request/response APIs: `<base>/<api>/request/<op>` answered on
+`<base>/<api>/response/<op>` (the shape of zigbee2mqtt's bridge/request)."""
 
 
 def validate_id(value: str) -> str | None:
@@ -128,6 +135,14 @@ class AckTopic:
     sink_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class RequestTopic:
+    """A parsed request topic: which API and which operation."""
+
+    api: str
+    op: str
+
+
 def _checked(what: str, value: str) -> str:
     why = validate_id(value)
     if why is not None:
@@ -144,7 +159,7 @@ def _encoded(topic: str) -> bytes:
 class Topics:
     """Every topic of the contract under one base, built once from the config."""
 
-    __slots__ = ("_ack", "_checkpoint", "_phone", "base", "deadletter", "state")
+    __slots__ = ("_ack", "_checkpoint", "_phone", "_requests", "base", "deadletter", "state")
 
     def __init__(self, base: str = DEFAULT_BASE) -> None:
         why = validate_base(base)
@@ -158,6 +173,7 @@ class Topics:
         self._phone: Final = f"{base}/in/phone/"
         self._checkpoint: Final = f"{base}/in/checkpoint/"
         self._ack: Final = f"{base}/ack/"
+        self._requests: Final = {f"{base}/{api}/request/": api for api in REQUEST_APIS}
 
     def __repr__(self) -> str:
         return f"Topics({self.base!r})"
@@ -180,6 +196,10 @@ class Topics:
         """Checkpoint vehicle passes routed to one sink."""
         return self._out(sink_kind, sink_id) + "/passes"
 
+    def commands(self, sink_kind: str, sink_id: str) -> str:
+        """Retained orders to one device sink (a checkpoint: interception)."""
+        return self._out(sink_kind, sink_id) + "/commands"
+
     def ack(self, sink_kind: str, sink_id: str) -> str:
         """Where one sink's operators acknowledge alarms."""
         return f"{self._ack}{_checked('sink kind', sink_kind)}/{_checked('sink id', sink_id)}"
@@ -188,16 +208,29 @@ class Topics:
         """Retained `online`/`offline` of one device, from heartbeat supervision."""
         return f"{self.base}/availability/{_checked('device id', device_id)}"
 
+    def request(self, api: str, op: str) -> str:
+        """Where a request of `api` (REQUEST_APIS) for operation `op` is sent."""
+        return f"{self.base}/{api}/request/{_checked('operation', op)}"
+
+    def response(self, api: str, op: str) -> str:
+        """Where the gateway answers a request of `api` for operation `op`."""
+        return f"{self.base}/{api}/response/{_checked('operation', op)}"
+
     def subscriptions(self) -> tuple[str, ...]:
         """The topic filters the gateway subscribes to."""
-        return (self._phone + "+", self._checkpoint + "+", self._ack + "+/+")
+        return (
+            self._phone + "+",
+            self._checkpoint + "+",
+            self._ack + "+/+",
+            *(prefix + "+" for prefix in self._requests),
+        )
 
     def _out(self, sink_kind: str, sink_id: str) -> str:
         return f"{self.base}/out/{_checked('sink kind', sink_kind)}/{_checked('sink id', sink_id)}"
 
     # ------------------------------------------------------------ parsing
 
-    def parse(self, topic: str) -> IngressTopic | AckTopic | Rejected:
+    def parse(self, topic: str) -> IngressTopic | AckTopic | RequestTopic | Rejected:
         """Classify a topic the gateway received; never raises."""
         if topic.startswith(self._phone):
             return self._ingress(IngressKind.PHONE, topic, len(self._phone))
@@ -217,7 +250,14 @@ class Topics:
             if why is not None:
                 return Rejected(Reason.BAD_ID, _encoded(topic), f"sink id {why}")
             return AckTopic(sink_kind, sink_id)
-        return Rejected(Reason.BAD_TOPIC, _encoded(topic), "not an ingress or ack topic")
+        for prefix, api in self._requests.items():
+            if topic.startswith(prefix):
+                op = topic[len(prefix) :]
+                why = validate_id(op)
+                if why is not None:
+                    return Rejected(Reason.BAD_TOPIC, _encoded(topic), f"request operation {why}")
+                return RequestTopic(api, op)
+        return Rejected(Reason.BAD_TOPIC, _encoded(topic), "not an ingress, ack or request topic")
 
     def _ingress(self, kind: IngressKind, topic: str, start: int) -> IngressTopic | Rejected:
         device_id = topic[start:]

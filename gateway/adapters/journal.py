@@ -42,8 +42,12 @@ from gateway.adapters.store import (
     StoreUnavailable,
 )
 from gateway.core.alarms import Alarm
+from gateway.core.interception import ACTIVATION_PREFIX, Activation
 from gateway.core.pipeline import Core, Dispatch
 from gateway.core.records import (
+    ACTIVATION_RECORD,
+    activation_from_record,
+    activation_record,
     alarm_from_record,
     alarm_record,
     dispatch_from_record,
@@ -99,7 +103,13 @@ class Journal:
             core.dedup.remember(row.key, row.ts, row.content, Transport(row.transport))
         alarms = store.load_alarms()
         for alarm_row in alarms:
-            core.alarms.restore(alarm_from_record(msgpack.unpackb(alarm_row.data, raw=False)))
+            record = msgpack.unpackb(alarm_row.data, raw=False)
+            if record.get("t") == ACTIVATION_RECORD:
+                core.interception.restore(activation_from_record(record))
+            elif alarm_row.alarm_id.startswith(ACTIVATION_PREFIX):
+                core.interception.restore_request(alarm_from_record(record))
+            else:
+                core.alarms.restore(alarm_from_record(record))
         pending = store.load_pending()
         for out_row in pending:
             if out_row.meta == _DISPATCH:
@@ -118,6 +128,7 @@ class Journal:
         *,
         seen: Iterable[Event] = (),
         alarms: Iterable[Alarm],
+        activations: Iterable[Activation] = (),
         now: float,
         urgent: bool = False,
     ) -> bool:
@@ -148,6 +159,7 @@ class Journal:
                 packed = (dispatch.body, encode(dispatch.body))
             ops.append(_dispatch_add(item, dispatch, packed[1], lane, now))
         ops.extend(_alarm_put(alarm, now) for alarm in alarms)
+        ops.extend(_activation_put(activation, now) for activation in activations)
         if not ops:
             self._queue(publishes)
             return True
@@ -209,6 +221,12 @@ def _raw_add(item: Outgoing, lane: int, now: float) -> OutboxAdd:
 def _alarm_put(alarm: Alarm, now: float) -> AlarmPut:
     data = msgpack.packb(alarm_record(alarm))
     return AlarmPut(alarm.event.alarm_id, data, alarm.state.value, alarm.deadline, now)
+
+
+def _activation_put(activation: Activation, now: float) -> AlarmPut:
+    """An activation's row in the alarms table (its end as the deadline)."""
+    data = msgpack.packb(activation_record(activation))
+    return AlarmPut(activation.activation_id, data, activation.state.value, activation.until, now)
 
 
 def _quiet(future: asyncio.Future[None]) -> None:

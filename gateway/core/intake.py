@@ -30,17 +30,19 @@ from devices.phone import normalise_phone, normalise_receiver_event, phone_event
 from gateway.core.pipeline import AckOutcome, Core, Outcome
 from protocols.payloads import (
     PhoneMessage,
+    RequestMessage,
     decode_ack,
     decode_checkpoint,
     decode_native,
     decode_phone,
     decode_phone_fields,
+    decode_request,
 )
 from protocols.reasons import Reason, Rejected
 from protocols.receiver import ReceiverEvent
-from protocols.topics import AckTopic, IngressKind, Topics, validate_id
+from protocols.topics import AckTopic, IngressKind, RequestTopic, Topics, validate_id
 
-__all__ = ["Acked", "Intake", "Refused"]
+__all__ = ["Acked", "Intake", "Refused", "Requested"]
 
 # Enum members the hot path uses, read once: in Python 3.11 `Enum.MEMBER` goes
 # through the enum metaclass's __getattr__ hook (50 ns); a module global is 8 ns.
@@ -66,6 +68,17 @@ class Acked:
     outcome: AckOutcome
 
 
+@dataclass(frozen=True, slots=True)
+class Requested:
+    """A request to a request/response API; `message` is Rejected when it could not
+    be read (the answer then says why: a requester is owed a response either way)."""
+
+    api: str
+    op: str
+    message: RequestMessage | Rejected
+    topic: str
+
+
 class Intake:
     """Turns what arrived into the core's decision."""
 
@@ -88,7 +101,7 @@ class Intake:
             validate_id(device) is None for device in (*self._households, *self._checkpoints)
         )
 
-    def mqtt(self, topic: str, payload: bytes, now: float) -> Outcome | Refused | Acked:
+    def mqtt(self, topic: str, payload: bytes, now: float) -> Outcome | Refused | Acked | Requested:
         """A message on any subscribed topic."""
         if self._shortcut:
             # The hot path (module docstring); a miss falls through to the general one.
@@ -113,6 +126,8 @@ class Intake:
         where = self.topics.parse(topic)
         if isinstance(where, Rejected):
             return Refused("unknown", where, topic)
+        if isinstance(where, RequestTopic):
+            return Requested(where.api, where.op, decode_request(payload), topic)
         if isinstance(where, AckTopic):
             ack = decode_ack(payload)
             if isinstance(ack, Rejected):

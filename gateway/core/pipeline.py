@@ -22,6 +22,13 @@ from devices.events import Category, Event, Kind, Source, Stage, Transport
 from devices.supervision import DeviceClass, Supervisor, Transition
 from gateway.core.alarms import Alarm, AlarmBook
 from gateway.core.dedup import Deduplicator
+from gateway.core.interception import (
+    ACTIVATION_PREFIX,
+    Activation,
+    Command,
+    Interception,
+    InterceptionChange,
+)
 from gateway.core.routing import Router, Target
 from protocols.payloads import unfrozen_builder
 
@@ -85,6 +92,10 @@ class Outcome:
     availability: Availability | None = None
     alarms: tuple[Alarm, ...] = ()
     """Alarms this outcome raised or changed: what the journal must write down."""
+    commands: tuple[Command, ...] = ()
+    """Orders to checkpoints (interception): published retained after the store."""
+    activations: tuple[Activation, ...] = ()
+    """Interceptions started or changed: what the journal must write down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,8 @@ class TickOutcome:
     """Alarm ids escalated by this tick (one count each for `alarmgw_escalations_total`)."""
     alarms: tuple[Alarm, ...] = ()
     """Alarms this tick raised or changed: what the journal must write down."""
+    commands: tuple[Command, ...] = ()
+    activations: tuple[Activation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +213,15 @@ class Core:
             if port.protocol == "receiver"
         }
         self._watchlist = frozenset(normalise_plate(p) for p in config.watchlist)
+        self.interception = Interception(config, self.router)
+        """The rings: activations and their staffing requests (a second alarm book)."""
+        self._intercepting = frozenset(
+            kind
+            for kind in Kind
+            if config.interception.enabled
+            and (kind is Kind.WATCHLIST_HIT or kind.value in config.interception.alarm_kinds)
+        )
+        self._changes: list[InterceptionChange] = []
 
     # -- events ----------------------------------------------------------------
     def accept(self, event: Event, now: float) -> Outcome:
@@ -227,7 +249,38 @@ class Core:
             hit = watchlist_event(event, self._watchlist)
             if hit is not None:
                 dispatches += self._raise(hit, now)
+        if self._changes:  # an interception started or grew: rare, off the usual path
+            return self._with_changes(event, dispatches, availability)
         return _new_outcome(event, False, dispatches, availability, self._take_touched())  # noqa: FBT003
+
+    def _with_changes(
+        self, event: Event, dispatches: tuple[Dispatch, ...], availability: Availability | None
+    ) -> Outcome:
+        changes, self._changes = self._changes, []
+        requests = [d for change in changes for d in self._requests(change)]
+        return Outcome(
+            event,
+            duplicate=False,
+            dispatches=(*dispatches, *requests),
+            availability=availability,
+            alarms=(*self._take_touched(), *(a for c in changes for a in c.alarms)),
+            commands=tuple(command for change in changes for command in change.commands),
+            activations=tuple(a for change in changes for a in change.activations),
+        )
+
+    def _requests(self, change: InterceptionChange) -> list[Dispatch]:
+        """The dispatches of an interception's staffing requests (first or escalated)."""
+        climbed = set(change.escalated)
+        found: list[Dispatch] = []
+        for request, target in change.requests:
+            if request.alarm_id in climbed:
+                alarm = self.interception.requests.get(request.alarm_id)
+                attempt = alarm.attempt if alarm is not None else 1
+                body = alarm_body(request, attempt=attempt, escalated=True)
+            else:
+                body = alarm_body(request)
+            found.append(Dispatch.of(request, target, body))
+        return found
 
     def _raise(self, event: Event, now: float) -> tuple[Dispatch, ...]:
         targets = self.router.targets(event)
@@ -235,6 +288,10 @@ class Core:
             return ()
         if event.category is not _PASS:
             self._touched.append(self.alarms.raised(event, self.router.level(targets), now))
+            if event.kind in self._intercepting:
+                change = self.interception.trigger(event, now)
+                if change.activations:
+                    self._changes.append(change)
         body = alarm_body(event)
         alarm_id = event.dedup_key  # `event.alarm_id`, without the property call
         priority = event.priority
@@ -289,11 +346,25 @@ class Core:
         self.dedup.forget(event.dedup_key, event.content_key)
         for alarm_id in {d.alarm_id for d in outcome.dispatches}:
             self.alarms.forget(alarm_id)
+        raised = {d.alarm_id for d in outcome.dispatches}
+        for activation in outcome.activations:
+            if activation.triggers and activation.triggers[-1] in raised:
+                self.interception.forget(activation, activation.triggers[-1])
 
     def dispatched(self, dispatch: Dispatch, now: float) -> Alarm | None:
         """The broker confirmed a dispatch (starts the ack clock on the first)."""
         target = dispatch.target
-        return self.alarms.dispatched(dispatch.alarm_id, (target.sink_kind, target.sink_id), now)
+        return self._book(dispatch.alarm_id).dispatched(
+            dispatch.alarm_id, (target.sink_kind, target.sink_id), now
+        )
+
+    def _book(self, alarm_id: str) -> AlarmBook:
+        """The book an alarm id belongs to: staffing requests have their own."""
+        return self.interception.requests if alarm_id.startswith(ACTIVATION_PREFIX) else self.alarms
+
+    def find_alarm(self, alarm_id: str) -> Alarm | None:
+        """An alarm or staffing request, by id, if it is still remembered."""
+        return self._book(alarm_id).get(alarm_id)
 
     # -- time ------------------------------------------------------------------
     def tick(self, now: float) -> TickOutcome:
@@ -318,13 +389,37 @@ class Core:
             event = due.alarm.event
             body = alarm_body(event, attempt=due.alarm.attempt, escalated=True)
             dispatches.append(Dispatch.of(event, target, body))
+        change = self.interception.tick(now)
+        dispatches.extend(self._requests(change))
+        escalated.extend(change.escalated)
         return TickOutcome(
-            tuple(dispatches), tuple(availability), tuple(escalated), self._take_touched()
+            tuple(dispatches),
+            tuple(availability),
+            tuple(escalated),
+            (*self._take_touched(), *change.alarms),
+            change.commands,
+            change.activations,
         )
+
+    def request(
+        self, api: str, op: str, fields: Mapping[str, object], now: float
+    ) -> tuple[dict[str, object], TickOutcome | None]:
+        """A request to one of the request/response APIs: its answer, and what it changed."""
+        if api != "interception":
+            return {"status": "error", "error": f"unknown API {api!r}"}, None
+        names = frozenset(name for names in self.operators.values() for name in names)
+        answer, change = self.interception.answer(op, fields, now, operators=names)
+        if change is None:
+            return answer, None
+        return answer, TickOutcome((), (), (), change.alarms, change.commands, change.activations)
 
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do."""
-        candidates = [self.supervisor.next_deadline(), self.alarms.next_deadline()]
+        candidates = [
+            self.supervisor.next_deadline(),
+            self.alarms.next_deadline(),
+            self.interception.next_deadline(),
+        ]
         candidates.extend(s.next_deadline() for _, s in self._lines.values())
         return min((d for d in candidates if d is not None), default=None)
 
@@ -373,7 +468,7 @@ class Core:
     # -- operators -------------------------------------------------------------
     def acknowledge(self, alarm_id: str, by: str, now: float) -> AckOutcome:
         """An operator's ack from any sink: stops escalation, times the first ack."""
-        found = self.alarms.acknowledge(alarm_id, by, now)
+        found = self._book(alarm_id).acknowledge(alarm_id, by, now)
         if found is None:
             return AckOutcome(alarm_id, known=False, first=False, latency_s=None)
         alarm, first = found

@@ -15,10 +15,14 @@ from typing import Any
 from config.model import Priority
 from devices.events import Category, Event, Kind, Source, Stage, Transport
 from gateway.core.alarms import Alarm, AlarmState
+from gateway.core.interception import Activation, ActivationState
 from gateway.core.pipeline import Dispatch
 from gateway.core.routing import Channel, Target
 
 __all__ = [
+    "ACTIVATION_RECORD",
+    "activation_from_record",
+    "activation_record",
     "alarm_from_record",
     "alarm_record",
     "dispatch_from_record",
@@ -29,6 +33,9 @@ __all__ = [
 ]
 
 _FORMAT = 1
+
+ACTIVATION_RECORD = "activation"
+"""The `t` of an activation's record: it shares the alarms table with alarms."""
 
 
 def _check(record: Mapping[str, Any]) -> None:
@@ -160,4 +167,45 @@ def alarm_from_record(record: Mapping[str, Any]) -> Alarm:
         acknowledged_by=record["acknowledged_by"],
         escalations=record["escalations"],
         sinks=[(s[0], s[1]) for s in record["sinks"]],
+    )
+
+
+def activation_record(activation: Activation) -> dict[str, Any]:
+    """An interception `Activation` as a plain map (`t` tells it from an alarm's)."""
+    return {
+        "f": _FORMAT,
+        "t": ACTIVATION_RECORD,
+        "activation_id": activation.activation_id,
+        "trigger": activation.trigger,
+        "target": activation.target,
+        "look_for": dict(activation.look_for),
+        "rings": list(activation.rings),
+        "checkpoints": list(activation.checkpoints),
+        "started_at": activation.started_at,
+        "until": activation.until,
+        "state": activation.state.value,
+        "triggers": list(activation.triggers),
+        "ended_at": activation.ended_at,
+        "ended_by": activation.ended_by,
+    }
+
+
+def activation_from_record(record: Mapping[str, Any]) -> Activation:
+    """The `Activation` an `activation_record` wrote."""
+    _check(record)
+    if record.get("t") != ACTIVATION_RECORD:
+        raise ValueError(f"not an activation record: {record.get('t')!r}")
+    return Activation(
+        activation_id=record["activation_id"],
+        trigger=record["trigger"],
+        target=record["target"],
+        look_for=record["look_for"],
+        rings=list(record["rings"]),
+        checkpoints=list(record["checkpoints"]),
+        started_at=record["started_at"],
+        until=record["until"],
+        state=ActivationState(record["state"]),
+        triggers=list(record["triggers"]),
+        ended_at=record["ended_at"],
+        ended_by=record["ended_by"],
     )

@@ -109,6 +109,16 @@ def test_acl_grants_exactly_what_each_role_needs(tmp_path: Path) -> None:
         "topic read alarmgw/availability/#",
         "topic write alarmgw/ack/village/v01",
     ]
+    # A township centre may also end an interception (the request API).
+    assert user_block(acl, "op-township-t01") == [
+        "topic deny alarmgw/in/phone/op-township-t01",
+        "topic read alarmgw/out/township/t01/#",
+        "topic read alarmgw/state",
+        "topic read alarmgw/availability/#",
+        "topic write alarmgw/ack/township/t01",
+        "topic write alarmgw/interception/request/+",
+        "topic read alarmgw/interception/response/#",
+    ]
     assert user_block(acl, "alarmgw-demo") == [
         "topic deny alarmgw/in/phone/alarmgw-demo",
         "topic read alarmgw/in/#",
@@ -117,6 +127,8 @@ def test_acl_grants_exactly_what_each_role_needs(tmp_path: Path) -> None:
         "topic write alarmgw/state",
         "topic write alarmgw/availability/#",
         "topic write alarmgw/deadletter",
+        "topic read alarmgw/interception/request/+",
+        "topic write alarmgw/interception/response/#",
     ]
     users = [r.split(" ", 1)[1] for r in rules if r.startswith("user ")]
     assert len(users) == 1 + 12 + 4  # gateway, operators, checkpoints

@@ -82,7 +82,9 @@ def core(**changes: object) -> Core:
 
 
 def targets(outcome: Outcome | TickOutcome) -> list[Target]:
-    return [d.target for d in outcome.dispatches]
+    """The sinks of the outcome's dispatches, less interception staffing requests
+    (tests/gateway/test_interception.py holds those to account)."""
+    return [d.target for d in outcome.dispatches if not d.alarm_id.startswith("ic/")]
 
 
 # ---------------------------------------------------------------- accept
@@ -221,6 +223,9 @@ def test_a_watched_plate_raises_a_watchlist_alarm_as_well() -> None:
     assert hit.alarm_id == "wl/cp/cp-a/r-1"
     assert (hit.body["kind"], hit.body["priority"]) == ("watchlist_hit", 2)
     assert c.alarms.get(hit.alarm_id) is not None
+    # The rings around ring 1 are called to staff: their B and C checkpoints.
+    (activation,) = outcome.activations
+    assert (activation.trigger, activation.checkpoints) == (hit.alarm_id, [CP_B, CP_C])
 
 
 def test_a_watched_plate_alarms_even_where_passes_are_not_published() -> None:

@@ -249,6 +249,38 @@ def test_json_record_has_the_hop_latencies_in_ms() -> None:
     assert record["sinks"] == ["village/v01"]
 
 
+def test_hits_and_staffing_requests_say_what_to_look_for() -> None:
+    """A watchlist hit shows its plate (read and listed); an interception's staffing
+    request the checkpoint, its ring, the plate and until when, in every view."""
+    board = AlarmBoard(TOPICS)
+    hit = _alarm(
+        "wl/cp/k1/r-1",
+        kind="watchlist_hit",
+        priority=1,
+        event={"plate": "苏A1234S", "listed_plate": "苏A12345", "reason": "stolen"},
+    )
+    update = _update(board, "township/t01", hit)
+    assert update is not None
+    assert update.row.detail == "苏A1234S → 苏A12345 (stolen)"
+    request = _alarm(
+        "ic/wl/cp/k1/r-1/k3",
+        kind="interception",
+        priority=2,
+        household=None,
+        checkpoint="k3",
+        event={"checkpoint": "k3", "ring": 2, "look_for": {"plate": "苏A12345"}, "until": 160.0},
+    )
+    update = _update(board, "station/s01", request)
+    assert update is not None
+    assert update.row.detail.startswith("staff k3 (ring 2): 苏A12345 until ")
+    assert f"[{update.row.detail}]" in plain_line(update)
+    assert json_record(update)["detail"] == update.row.detail
+    console = Console(file=io.StringIO(), width=240, record=True, color_system=None)
+    console.print(render(board, Controls(), title="test view", connected=True))
+    assert "staff k3 (ring 2)" in console.export_text()
+    assert _update(board, "village/v01", _alarm("ph/h001/2")).row.detail == ""  # type: ignore[union-attr]
+
+
 def test_parse_sink() -> None:
     """KIND/ID with valid ids; anything else is an argparse error."""
     assert parse_sink("township/t01") == ("township", "t01")

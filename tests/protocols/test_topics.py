@@ -16,6 +16,7 @@ from protocols.topics import (
     AckTopic,
     IngressKind,
     IngressTopic,
+    RequestTopic,
     Topics,
     validate_base,
     validate_id,
@@ -42,11 +43,17 @@ def test_default_topics_are_the_contract_strings() -> None:
     assert T.state == "alarmgw/state"
     assert T.availability("h-12") == "alarmgw/availability/h-12"
     assert T.deadletter == "alarmgw/deadletter"
+    assert T.commands("checkpoint", "k1") == "alarmgw/out/checkpoint/k1/commands"
+    assert T.request("interception", "end") == "alarmgw/interception/request/end"
+    assert T.response("interception", "end") == "alarmgw/interception/response/end"
     assert T.subscriptions() == (
         "alarmgw/in/phone/+",
         "alarmgw/in/checkpoint/+",
         "alarmgw/ack/+/+",
+        "alarmgw/interception/request/+",
     )
+    assert T.parse("alarmgw/interception/request/list") == RequestTopic("interception", "list")
+    assert T.parse("alarmgw/interception/request/a/b").reason is Reason.BAD_TOPIC  # type: ignore[union-attr]
     assert repr(T) == "Topics('alarmgw')"
 
 
@@ -249,13 +256,23 @@ def test_wildcards_and_separators_are_never_valid(text: str, char: str, at: int)
 @given(st.text(max_size=200))
 def test_parse_never_raises_and_never_yields_a_bad_id(suffix: str) -> None:
     """Any topic parses to a valid id or a Rejected; accepted ids pass validate_id."""
-    for prefix in ("", "alarmgw/in/phone/", "alarmgw/in/checkpoint/", "alarmgw/ack/"):
+    prefixes = (
+        "",
+        "alarmgw/in/phone/",
+        "alarmgw/in/checkpoint/",
+        "alarmgw/ack/",
+        "alarmgw/interception/request/",
+    )
+    for prefix in prefixes:
         result = T.parse(prefix + suffix)
         if isinstance(result, IngressTopic):
             assert validate_id(result.device_id) is None
         elif isinstance(result, AckTopic):
             assert validate_id(result.sink_kind) is None
             assert validate_id(result.sink_id) is None
+        elif isinstance(result, RequestTopic):
+            assert validate_id(result.op) is None
+            assert T.request(result.api, result.op) == prefix + suffix
         else:
             assert result.reason in {Reason.BAD_TOPIC, Reason.BAD_ID}
 
