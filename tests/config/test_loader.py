@@ -14,9 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config import (
+    INTERCEPTION_ALARM_KINDS,
     CheckpointClass,
     Config,
     ConfigError,
+    InterceptionPolicy,
     Priority,
     SinkRef,
     id_problem,
@@ -25,6 +27,7 @@ from config import (
     parse_broker_url,
     with_overrides,
 )
+from devices.events import Kind
 from protocols.topics import validate_id
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "examples" / "demo.toml"
@@ -443,6 +446,24 @@ RULES: list[tuple[dict[str, object], str]] = [
     ({"checkpoints.1.unit": _DELETE}, "checkpoints[1].unit: required key is missing"),
     ({"checkpoints.1.id": "k1"}, "checkpoints[1].id: duplicate id 'k1' (also at checkpoints[0])"),
     ({"checkpoints.1.id": "h1"}, "checkpoints[1].id: 'h1' is also the id of the household at h"),
+    # interception
+    ({"interception.on_hit": {"4": [1]}}, "interception.on_hit.4: a ring is one of 1, 2, 3"),
+    ({"interception.on_hit": {"1": [2, 2]}}, "interception.on_hit.1[1]: ring 2 listed twice"),
+    ({"interception.on_hit": {"1": [5]}}, "interception.on_hit.1[0]: a ring is one of 1, 2, 3"),
+    ({"interception.on_hit": {"1": "2"}}, "interception.on_hit.1: expected a list of ring numbers"),
+    ({"interception.encloses": {"x": []}}, "interception.encloses.x: a ring is one of 1, 2, 3"),
+    ({"interception.encloses": {"1": ["t9"]}}, "interception.encloses.1[0]: unknown township 't9'"),
+    (
+        {"interception.alarm_kinds": ["heartbeat"]},
+        "interception.alarm_kinds[0]: not a household alarm kind: 'heartbeat'",
+    ),
+    (
+        {"interception.alarm_kinds": ["panic"]},
+        "interception.alarm_kinds: alarms can only activate rings that enclose townships",
+    ),
+    ({"interception.duration_s": 0}, "interception.duration_s: must be greater than 0, got 0"),
+    ({"interception.chain": ["unit", "nowhere"]}, "interception.chain[1]: unknown target"),
+    ({"interception.staff_deadline": 5}, "interception.staff_deadline: unknown key; did you mean"),
 ]
 
 SERIAL_RULES: list[tuple[dict[str, object], str]] = [
@@ -937,3 +958,28 @@ def test_bad_operators_are_refused_with_their_key_paths(folder: Path) -> None:
     assert any('operators."village/v1"[2]' in p and "spaces" in p for p in found), found
     assert any('operators."village/v1"[3]' in p and "1 to 64" in p for p in found), found
     assert any('operators."township/t1"' in p and "empty list" in p for p in found), found
+
+
+def test_the_interception_policy_is_read(folder: Path) -> None:
+    """[interception]: rings per hit, townships per ring, kinds, deadline (0: none)."""
+    doc = varied(
+        {
+            "interception.on_hit": {"1": [2], "3": []},
+            "interception.encloses": {"1": ["t1"], "2": ["t1", "t2"]},
+            "interception.alarm_kinds": ["panic", "duress"],
+            "interception.staff_deadline_s": 0,
+            "interception.duration_s": 600,
+        }
+    )
+    policy = load(doc).interception
+    assert dict(policy.on_hit) == {1: (2,), 2: (2, 3), 3: ()}
+    assert dict(policy.encloses) == {1: frozenset({"t1"}), 2: frozenset({"t1", "t2"})}
+    assert policy.alarm_kinds == frozenset({"panic", "duress"})
+    assert (policy.staff_deadline_s, policy.duration_s) == (None, 600.0)
+    assert policy.chain == ("unit", "station", "bureau")
+    assert load(base()).interception == InterceptionPolicy()
+
+
+def test_interception_alarm_kinds_are_household_alarm_kinds() -> None:
+    """The loader's list (config may not import devices) names real alarm kinds."""
+    assert set(INTERCEPTION_ALARM_KINDS) <= {kind.value for kind in Kind}

@@ -19,6 +19,7 @@ from protocols.payloads import (
     CheckpointEventType,
     CheckpointMessage,
     PhoneMessage,
+    RequestMessage,
     _checkpoint_checked,  # the fast pass's oracle
     _phone_checked,  # the fast pass's oracle
     ack_payload,
@@ -30,6 +31,7 @@ from protocols.payloads import (
     decode_native,
     decode_phone,
     decode_phone_fields,
+    decode_request,
     encode,
     native_payload,
     phone_payload,
@@ -944,3 +946,34 @@ def test_a_json_surrogate_pair_is_text() -> None:
     got = decode_ack(b'{"alarm_id": "ph/h1/1", "by": "\\ud83d\\ude00", "ts": 1.0}')
     assert not isinstance(got, Rejected)
     assert got.by == "\U0001f600"
+
+
+# ---------------------------------------------------------------- requests
+def test_a_request_carries_its_fields_and_transaction() -> None:
+    """MessagePack or JSON; the transaction (string or integer) is set apart to be echoed;
+    an empty payload is an empty request."""
+    packed = encode({"activation_id": "ic/x", "by": "zhao", "transaction": "t-1"})
+    assert decode_request(packed) == RequestMessage("t-1", {"activation_id": "ic/x", "by": "zhao"})
+    assert decode_request(b'{"transaction": 7}') == RequestMessage(7, {})
+    assert decode_request(b"") == RequestMessage(None, {})
+    assert decode_request(b"{}") == RequestMessage(None, {})
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "detail"),
+    [
+        (b"\xc1", Reason.BAD_ENCODING, ""),
+        (encode({"a": 1})[:1] + b"", Reason.BAD_ENCODING, ""),
+        (b"\x91\x01", Reason.NOT_A_MAP, ""),
+        (encode({"transaction": True}), Reason.WRONG_TYPE, "'transaction'"),
+        (encode({"transaction": 1.5}), Reason.WRONG_TYPE, "'transaction'"),
+        (encode({"transaction": "x" * 129}), Reason.OUT_OF_RANGE, "at most 128"),
+    ],
+)
+def test_a_bad_request_is_rejected_with_its_reason(
+    payload: bytes, reason: Reason, detail: str
+) -> None:
+    found = decode_request(payload)
+    assert isinstance(found, Rejected)
+    assert found.reason is reason
+    assert detail in found.detail
