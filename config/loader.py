@@ -39,6 +39,7 @@ import os
 import re
 import tomllib
 import urllib.parse
+import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -631,6 +632,11 @@ class _Builder:
         district_id = district.ident("id")
         district_name = district.text("name", district_id or "")
         bureau = district.ident("bureau")
+        timezone = district.text("timezone", "Asia/Shanghai")
+        try:
+            zoneinfo.ZoneInfo(timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            district.problem("timezone", f"unknown time zone {timezone!r} (e.g. Asia/Shanghai)")
         district.finish()
 
         mqtt = self.mqtt(root.table("mqtt"), district_id)
@@ -670,6 +676,7 @@ class _Builder:
             district_id=district_id,
             district_name=district_name,
             bureau=bureau,
+            timezone=timezone,
             mqtt=mqtt,
             http=http,
             store=store,
@@ -815,6 +822,9 @@ class _Builder:
         settings = StoreSettings(
             path=path,
             retention_h=table.number("retention_h", defaults.retention_h),
+            alarm_retention_days=table.number(
+                "alarm_retention_days", defaults.alarm_retention_days
+            ),
             commit_interval_ms=table.number(
                 "commit_interval_ms", defaults.commit_interval_ms, positive=False
             ),

@@ -256,6 +256,8 @@ class StoreSettings:
 
     path: str = "alarmgw.sqlite"
     retention_h: float = 72.0
+    alarm_retention_days: float = 400.0
+    """How long alarms are kept (the monthly report, the record a centre must keep)."""
     commit_interval_ms: float = 2.0
     commit_max_batch: int = 512
 
@@ -375,6 +377,8 @@ class Config:
     district_id: str
     district_name: str
     bureau: str
+    timezone: str = "Asia/Shanghai"
+    """The district's time zone (IANA name): where a month begins, for the report."""
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     store: StoreSettings = field(default_factory=StoreSettings)

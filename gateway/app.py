@@ -891,6 +891,7 @@ class Gateway:
         store = self.journal.store
         assert store is not None
         retention_s = self.config.store.retention_h * 3600
+        alarm_retention_s = self.config.store.alarm_retention_days * 86400
         while True:
             await anyio.sleep(_PRUNE_EVERY_S)
             now = self.clock()
@@ -899,10 +900,13 @@ class Gateway:
             pruned = await store.prune(
                 delivered_before=now - retention_s,
                 seen_before=now - self.core.dedup.window_s,
-                alarms_before=now - retention_s,
+                alarms_before=now - alarm_retention_s,
                 # Every state: an alarm untouched for the retention period is
                 # history (one escalated past the top of the chain waits for nothing).
-                final_states=[state.value for state in AlarmState],
+                final_states=[
+                    *(state.value for state in AlarmState),
+                    *(state.value for state in ActivationState),
+                ],
             )
             self.log.info(
                 "store pruned", outbox=pruned.outbox, seen=pruned.seen, alarms=pruned.alarms

@@ -37,6 +37,7 @@ from devices.phone import classify
 from gateway.broker_config import BrokerConfigError, ListenerOptions, Role, generate
 from gateway.core.routing import Router
 from gateway.demo import add_demo_parser, run_demo
+from gateway.report_cli import add_report_parser, run_report
 from gateway.tail import add_tail_parser, run_tail
 from protocols.contact_id import parse_contact_id
 from protocols.frames import AckFrame, DataFrame, FrameDecoder, NakFrame
@@ -442,6 +443,7 @@ def _parser() -> argparse.ArgumentParser:
     decode.add_argument("--topic", help="payload only: the topic it came on, to know its kind")
     add_sim_parser(sub)
     add_tail_parser(sub)
+    add_report_parser(sub)
     add_demo_parser(sub)
     return parser
 
@@ -469,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sim(args, out, err)
         if args.command == "tail":
             return run_tail(args, out, err)
+        if args.command == "report":
+            return run_report(args, out, err)
         if args.command == "demo":
             return run_demo(args, out, err, district=drive_district)
         # The asyncio shell and the MQTT client load only when the gateway runs.

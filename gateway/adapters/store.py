@@ -127,6 +127,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -148,6 +149,7 @@ __all__ = [
     "Store",
     "StoreSchemaError",
     "StoreUnavailable",
+    "read_alarm_data",
 ]
 
 SCHEMA_VERSION: Final = 3
@@ -674,13 +676,21 @@ class Store:
         rows = self.call(lambda c: c.execute(_SQL_LOAD_PENDING).fetchall())
         return [OutboxRow(i, la, t, q, bool(r), d, m, cr) for i, la, t, q, r, d, m, cr in rows]
 
-    def load_alarms(self, states: Collection[str] | None = None) -> list[AlarmRow]:
-        """Alarms in one of `states` (all when None), least recently updated first."""
+    def load_alarms(
+        self, states: Collection[str] | None = None, *, updated_since: float | None = None
+    ) -> list[AlarmRow]:
+        """Alarms in one of `states` (all when None) or, with `updated_since`, also any
+        updated since then; least recently updated first."""
         sql = "SELECT alarm_id, data, state, deadline, updated FROM alarms"
-        params: tuple[str, ...] = ()
+        params: tuple[object, ...] = ()
         if states is not None:
-            params = tuple(sorted(set(states)))
-            sql += f" WHERE state IN ({_marks(len(params))})"
+            wanted = tuple(sorted(set(states)))
+            params = wanted
+            where = f"state IN ({_marks(len(wanted))})"
+            if updated_since is not None:
+                where += " OR updated >= ?"
+                params = (*wanted, updated_since)
+            sql += f" WHERE {where}"
         rows = self.call(
             lambda c: c.execute(f"{sql} ORDER BY updated, alarm_id", params).fetchall()
         )
@@ -902,6 +912,39 @@ class Store:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
             loop.call_soon_threadsafe(fn, *args)
+
+
+def read_alarm_data(
+    path: str | os.PathLike[str], *, updated_since: float, open_states: Collection[str]
+) -> list[bytes]:
+    """The records of alarms updated since `updated_since`, or still in one of
+    `open_states`, from a store file opened read-only (a running gateway goes on
+    writing; WAL lets the reader see the last commit). For reports, not the gateway.
+
+    Raises FileNotFoundError if there is no store there, StoreSchemaError if it is
+    of a layout this alarmgw does not know.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no store at {os.fspath(path)}")
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        found = int(row[0]) if row is not None else 0
+        if found != SCHEMA_VERSION:
+            raise StoreSchemaError(
+                f"store schema {found}, this alarmgw reads {SCHEMA_VERSION}: "
+                "open it once with this version's gateway to upgrade it"
+            )
+        states = sorted(set(open_states))
+        where = f"updated >= ? OR state IN ({_marks(len(states))})" if states else "updated >= ?"
+        rows = conn.execute(
+            f"SELECT data FROM alarms WHERE {where} ORDER BY rowid",  # noqa: S608 - marks only
+            (updated_since, *states),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [bytes(data) for (data,) in rows]
 
 
 # --------------------------------------------------------------------- helpers

@@ -446,6 +446,8 @@ RULES: list[tuple[dict[str, object], str]] = [
     ({"checkpoints.1.unit": _DELETE}, "checkpoints[1].unit: required key is missing"),
     ({"checkpoints.1.id": "k1"}, "checkpoints[1].id: duplicate id 'k1' (also at checkpoints[0])"),
     ({"checkpoints.1.id": "h1"}, "checkpoints[1].id: 'h1' is also the id of the household at h"),
+    ({"district.timezone": "Mars/Base"}, "district.timezone: unknown time zone 'Mars/Base'"),
+    ({"store.alarm_retention_days": 0}, "store.alarm_retention_days: must be greater than 0"),
     # interception
     ({"interception.on_hit": {"4": [1]}}, "interception.on_hit.4: a ring is one of 1, 2, 3"),
     ({"interception.on_hit": {"1": [2, 2]}}, "interception.on_hit.1[1]: ring 2 listed twice"),

@@ -41,6 +41,7 @@ from gateway.adapters.store import (
     Store,
     StoreSchemaError,
     StoreUnavailable,
+    read_alarm_data,
 )
 
 _WAIT_S = 10.0  # generous upper bound for a wake-up; never a timing assertion
@@ -137,9 +138,33 @@ def test_every_op_survives_a_restart(tmp_path: Path) -> None:
         assert store.load_alarms({"raised", "escalated"}) == [
             AlarmRow("a1", b"one", "raised", 70.0, 10.0)
         ]
+        # Open ones, and whatever changed since a moment (a restart's read-back).
+        assert store.load_alarms({"escalated"}, updated_since=10.5) == [
+            AlarmRow("a2", b"two", "acknowledged", None, 11.0)
+        ]
+        assert store.load_alarms({"raised"}, updated_since=10.5) == [
+            AlarmRow("a1", b"one", "raised", 70.0, 10.0),
+            AlarmRow("a2", b"two", "acknowledged", None, 11.0),
+        ]
         assert store.journal_mode == "wal"
     finally:
         store.close()
+    # A report reads the same file read-only.
+    assert read_alarm_data(path, updated_since=10.5, open_states=()) == [b"two"]
+    assert read_alarm_data(path, updated_since=99.0, open_states=("raised",)) == [b"one"]
+    with pytest.raises(FileNotFoundError, match="no store at"):
+        read_alarm_data(path.with_name("nope.sqlite"), updated_since=0.0, open_states=())
+
+
+def test_a_report_refuses_a_store_of_another_layout(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value)")
+    conn.execute("INSERT INTO meta VALUES ('schema', 2)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreSchemaError, match="store schema 2"):
+        read_alarm_data(path, updated_since=0.0, open_states=())
 
 
 def test_close_commits_what_is_pending(tmp_path: Path) -> None:
