@@ -19,19 +19,11 @@ import msgpack
 
 from config.loader import ConfigError, load_config
 from gateway.adapters.store import StoreSchemaError, read_alarm_data
-from gateway.core.alarms import AlarmState
-from gateway.core.interception import ActivationState
+from gateway.core.records import OPEN_STATES
 from gateway.report import facts_from_records, month_bounds, monthly_report
 
 __all__ = ["add_report_parser", "run_report"]
 
-_OPEN = (
-    AlarmState.RAISED.value,
-    AlarmState.DISPATCHED.value,
-    AlarmState.ESCALATED.value,
-    ActivationState.ACTIVE.value,
-)
-"""States of records still open: a device offline since before the month is one."""
 _LOOKBACK_S = 40 * 86400.0
 """Records updated this long before the month are read too (offline periods)."""
 EXIT_OK = 0
@@ -68,7 +60,7 @@ def run_report(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         return EXIT_USAGE
     store = args.store or config.store.path
     try:
-        blobs = read_alarm_data(store, updated_since=start - _LOOKBACK_S, open_states=_OPEN)
+        blobs = read_alarm_data(store, updated_since=start - _LOOKBACK_S, open_states=OPEN_STATES)
     except (FileNotFoundError, StoreSchemaError) as error:
         err.write(f"alarmgw report: {error}\n")
         return EXIT_USAGE

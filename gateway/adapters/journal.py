@@ -41,11 +41,12 @@ from gateway.adapters.store import (
     Store,
     StoreUnavailable,
 )
-from gateway.core.alarms import Alarm, AlarmState
-from gateway.core.interception import ACTIVATION_PREFIX, Activation, ActivationState
+from gateway.core.alarms import Alarm
+from gateway.core.interception import ACTIVATION_PREFIX, Activation
 from gateway.core.pipeline import Core, Dispatch
 from gateway.core.records import (
     ACTIVATION_RECORD,
+    OPEN_STATES,
     activation_from_record,
     activation_record,
     alarm_from_record,
@@ -57,13 +58,6 @@ from protocols.payloads import encode, packed_str, with_packed_entries
 
 __all__ = ["Journal", "Recovered"]
 
-_OPEN_STATES = (
-    AlarmState.RAISED.value,
-    AlarmState.DISPATCHED.value,
-    AlarmState.ESCALATED.value,
-    ActivationState.ACTIVE.value,
-)
-"""States of rows still to be worked on after a restart."""
 _DISPATCH = b"d"
 _RAW = b"r"
 _BODY = packed_str("body")
@@ -111,7 +105,7 @@ class Journal:
         # Open alarms and running activations, and whatever changed within the dedup
         # window (a late second ack still finds its alarm); not the year of history
         # the store keeps for the monthly report.
-        alarms = store.load_alarms(_OPEN_STATES, updated_since=now - core.dedup.window_s)
+        alarms = store.load_alarms(OPEN_STATES, updated_since=now - core.dedup.window_s)
         for alarm_row in alarms:
             record = msgpack.unpackb(alarm_row.data, raw=False)
             if record.get("t") == ACTIVATION_RECORD:

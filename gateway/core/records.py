@@ -21,6 +21,7 @@ from gateway.core.routing import Channel, Target
 
 __all__ = [
     "ACTIVATION_RECORD",
+    "OPEN_STATES",
     "activation_from_record",
     "activation_record",
     "alarm_from_record",
@@ -36,6 +37,15 @@ _FORMAT = 1
 
 ACTIVATION_RECORD = "activation"
 """The `t` of an activation's record: it shares the alarms table with alarms."""
+
+OPEN_STATES: tuple[str, ...] = (
+    AlarmState.RAISED.value,
+    AlarmState.DISPATCHED.value,
+    AlarmState.ESCALATED.value,
+    ActivationState.ACTIVE.value,
+)
+"""States of alarm-table rows still being worked on: what a restart must read back,
+and what a report must see however long ago it began (a device still offline)."""
 
 
 def _check(record: Mapping[str, Any]) -> None:
